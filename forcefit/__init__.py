@@ -1,0 +1,12 @@
+"""forcefit: fit interatomic force fields.
+
+Data flows one way: io -> neighbors -> descriptors -> data -> models -> train -> deploy.
+"""
+
+from .neighbors import Edges, Graph, build_graph, neighbor_list
+from .structure import Structure, StructureError
+
+__version__ = "0.1.0"
+
+__all__ = ["Edges", "Graph", "Structure", "StructureError", "build_graph", "neighbor_list",
+           "__version__"]
