@@ -387,6 +387,7 @@ def _resolve_paths(patterns: list[str], root: Path, where: str, errors: list[str
         full = Path(os.path.expanduser(p))
         if not full.is_absolute():
             full = root / full
+        full = Path(os.path.normpath(full))
         if glob.has_magic(str(full)):
             if not sorted(glob.glob(str(full), recursive=True)):
                 errors.append(f"{where}: pattern '{p}' matches no file (looked in {full.parent})")
