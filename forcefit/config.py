@@ -473,7 +473,9 @@ def _check_symbols(symbols, where: str, errors: list[str]) -> None:
     valid = chemical_symbols[1:]
     for s in symbols:
         if s not in valid:
-            errors.append(f"{where}: unknown element '{s}'" + _suggest(s, valid))
+            hint = (f"; did you mean '{s.capitalize()}'?" if s.capitalize() in valid
+                    else _suggest(s, valid))
+            errors.append(f"{where}: unknown element '{s}'" + hint)
 
 
 # --------------------------------------------------------------------------- entry points
