@@ -1,0 +1,87 @@
+"""Normalisation statistics computed from the training set (stored later inside the model).
+
+Units: feature mean/std in the descriptors' units; reference energies in eV per atom of each
+species; the energy scale in eV.
+
+- Descriptor standardisation: D' = (D - mean) / std per feature column over the training
+  atoms; a column with std below ``1e-12`` (constant) gets std 1 so D' is finite.
+- Per-species reference energies e_s: least squares of the (prior-subtracted) structure energy
+  on composition, min_e sum_m (E_m - E_prior,m - sum_s n_ms e_s)^2 (``numpy.linalg.lstsq``,
+  minimum-norm for rank-deficient compositions, e.g. a single species: e = mean(E/N)).
+  Groups with huge energies then no longer dominate the residual the network fits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .dataset import FeatureDataset, _ranges
+
+
+def training_atoms(dataset: FeatureDataset, train: np.ndarray) -> torch.Tensor:
+    """Row indices (atoms,) of the atoms of the training structures."""
+    idx = torch.as_tensor(np.asarray(train, dtype=np.int64))
+    return _ranges(dataset.atom_offsets[idx], dataset.n_atoms[idx])
+
+
+def feature_statistics(dataset: FeatureDataset, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (F,), std (F,)) of the descriptor values over the training atoms, float64."""
+    rows = training_atoms(dataset, train)
+    if rows.numel() == 0:
+        raise ValueError("no training atoms: the training set is empty")
+    v = dataset.values[rows].to(torch.float64)  # (atoms, F)
+    mean = v.mean(0)
+    std = v.std(0, unbiased=False)
+    std = torch.where(std > 1e-12, std, torch.ones_like(std))
+    return mean, std
+
+
+def composition(dataset: FeatureDataset, species: list[int]) -> torch.Tensor:
+    """(S, species) float64 count of each species in each structure."""
+    lookup = torch.full((int(max(species)) + 1,), -1, dtype=torch.int64)
+    lookup[torch.as_tensor(species)] = torch.arange(len(species))
+    present = dataset.numbers.clamp(max=len(lookup) - 1)
+    sp = lookup[present]  # (atoms,)
+    if (sp < 0).any() or (dataset.numbers >= len(lookup)).any():
+        raise ValueError(f"dataset has species not in {species}")
+    s_of_atom = torch.repeat_interleave(torch.arange(len(dataset)), dataset.n_atoms)  # (atoms,)
+    counts = torch.zeros(len(dataset), len(species), dtype=torch.float64)
+    counts.index_put_((s_of_atom, sp), torch.ones(len(sp), dtype=torch.float64), accumulate=True)
+    return counts
+
+
+def reference_energies(dataset: FeatureDataset, train: np.ndarray,
+                       species: list[int]) -> torch.Tensor:
+    """Per-species energies e_s (species,) eV by least squares on composition (training set)."""
+    idx = np.asarray(train, dtype=np.int64)
+    idx = idx[dataset.has_energy[idx].numpy()]
+    if len(idx) == 0:
+        return torch.zeros(len(species), dtype=torch.float64)
+    counts = composition(dataset, species)[idx].numpy()  # (S_train, species)
+    target = (dataset.energy[idx] - dataset.prior_energy[idx]).numpy()  # (S_train,)
+    e, *_ = np.linalg.lstsq(counts, target, rcond=None)
+    return torch.as_tensor(e, dtype=torch.float64)
+
+
+def energy_scale(dataset: FeatureDataset, train: np.ndarray, ref: torch.Tensor,
+                 species: list[int]) -> float:
+    """Output scale (eV) of the network: RMS of the training force components of the residual
+    (label - prior; forces carry the shape of the energy surface per Angstrom) or, without
+    forces, the std of the residual energy per atom; 1 when neither exists or it is zero."""
+    idx = torch.as_tensor(np.asarray(train, dtype=np.int64))
+    has_f = idx[dataset.has_forces[idx]]
+    if len(has_f):
+        rows = _ranges(dataset.atom_offsets[has_f], dataset.n_atoms[has_f])
+        f = dataset.forces[rows] - dataset.prior_forces[rows]  # (atoms, 3)
+        scale = float(f.pow(2).mean().sqrt())
+        if scale > 1e-8:
+            return scale
+    has_e = idx[dataset.has_energy[idx]]
+    if len(has_e) > 1:
+        counts = composition(dataset, species)[has_e]
+        resid = dataset.energy[has_e] - dataset.prior_energy[has_e] - counts @ ref
+        scale = float((resid / dataset.n_atoms[has_e]).std())
+        if scale > 1e-8:
+            return scale
+    return 1.0
