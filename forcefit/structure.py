@@ -61,6 +61,7 @@ class Structure:
     - ``numbers``: (atoms,) | int64 | atomic numbers Z, 1 <= Z <= 118
     - ``positions``: (atoms, 3) | float64 | Angstrom, Cartesian
     - ``cell``: (3, 3) | float64 | Angstrom, rows are the lattice vectors a, b, c
+      (the periodic ones must be independent; along an open direction a row may be zero)
     - ``pbc``: (3,) | bool | periodicity along a, b, c
     - ``energy``: float or None | eV, total energy
     - ``forces``: (atoms, 3) or None | float64 | eV/Angstrom
@@ -90,7 +91,7 @@ class Structure:
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.numbers = np.asarray(self.numbers, dtype=np.int64).reshape(-1)
+        self.numbers = self._numbers(self.numbers)
         n = len(self.numbers)
         self.positions = self._array("positions", self.positions, (n, 3))
         self.cell = self._array("cell", self.cell, (3, 3))
@@ -102,9 +103,14 @@ class Structure:
         if bad.any():
             self._fail("numbers", f"unknown element Z={int(self.numbers[bad][0])}")
         if self.pbc.any():
-            vol = abs(np.linalg.det(self.cell))
-            if not vol > 1e-8:
-                self._fail("cell", "periodic structure with a singular (zero-volume) cell")
+            # the periodic lattice vectors must span their directions (Gram determinant > 0);
+            # vectors along open directions may be zero (a wire or slab without vacuum box)
+            per = self.cell[self.pbc]  # (periodic, 3)
+            gram = np.linalg.det(per @ per.T)
+            scale = np.prod(np.sum(per**2, axis=1))
+            if not (scale > 0 and gram > 1e-12 * scale):
+                self._fail("cell", "periodic structure with a singular (zero-volume) cell: "
+                                   "the periodic lattice vectors are zero or linearly dependent")
         if self.energy is not None:
             e = float(np.asarray(self.energy).reshape(()))
             if not np.isfinite(e):
@@ -125,6 +131,16 @@ class Structure:
         self.weight = w
 
     # -- validation helpers -------------------------------------------------
+    def _numbers(self, value) -> np.ndarray:
+        try:
+            a = np.asarray(value).reshape(-1)
+            z = a.astype(np.int64)
+        except (TypeError, ValueError) as err:
+            self._fail("numbers", f"expected atomic numbers (integers), got {err}")
+        if a.dtype.kind not in "biuf" or (a.dtype.kind == "f" and not np.array_equal(a, z)):
+            self._fail("numbers", f"expected integer atomic numbers, got dtype {a.dtype}")
+        return z
+
     def _fail(self, field: str, why: str):
         where = f" in {self.name}" if self.name else ""
         raise StructureError(f"structure{where}: field '{field}': {why}")

@@ -82,6 +82,19 @@ def test_mixed_pbc_matches_ase(pbc):
     assert e.shift[:, list(pbc)].any(), "expected some periodic images"
 
 
+@pytest.mark.parametrize("pbc", [(True, False, False), (True, True, False)])
+def test_zero_cell_vectors_along_open_directions(pbc):
+    """A wire / slab whose open directions have no cell vector (as ASE allows)."""
+    rng = np.random.default_rng(5)
+    cell = np.array([[2.9, 0.0, 0.0], [0.8, 2.6, 0.0], [0.0, 0.0, 0.0]])
+    if not pbc[1]:
+        cell[1] = 0.0
+    s = Structure(numbers=[13] * 6, positions=rng.uniform(-2, 4, (6, 3)) * [1, 1, 0.5],
+                  cell=cell, pbc=pbc)
+    e = check_contract(s, cutoff=5.0)
+    assert e.shift[:, 0].any()
+
+
 def test_tiny_cell_with_large_cutoff_has_many_images():
     rng = np.random.default_rng(7)
     cell = np.array([[1.6, 0.0, 0.0], [0.7, 1.5, 0.0], [0.3, -0.4, 1.7]])

@@ -50,6 +50,11 @@ def water(**kw) -> Structure:
         (dict(weight=-1.0), "weight", ">= 0"),
         (dict(weight=np.nan), "weight", "finite"),
         (dict(cell=np.eye(2)), "cell", r"shape \(3, 3\)"),
+        (dict(pbc=[True, False, False]), "cell", "singular"),
+        (dict(pbc=[True, True, False], cell=[[3, 0, 0], [6, 0, 0], [0, 0, 0]]), "cell",
+         "linearly dependent"),
+        (dict(numbers=[8.0, 1.5, 1.0]), "numbers", "integer atomic numbers"),
+        (dict(numbers=["O", "H", "H"]), "numbers", "integers"),
     ],
 )
 def test_validation_errors_name_structure_and_field(kw, field, why):
@@ -60,6 +65,13 @@ def test_validation_errors_name_structure_and_field(kw, field, why):
 def test_structure_error_is_a_value_error_and_works_without_name():
     with pytest.raises(ValueError, match=r"^structure: field 'numbers'"):
         water(numbers=[8, 1, -3])
+
+
+def test_open_directions_may_have_zero_cell_vectors():
+    wire = water(cell=[[3.0, 0, 0], [0, 0, 0], [0, 0, 0]], pbc=[True, False, False])
+    slab = water(cell=[[3.0, 0, 0], [1.0, 2.5, 0], [0, 0, 0]], pbc=[True, True, False])
+    assert wire.volume == 0.0 and slab.volume == 0.0
+    np.testing.assert_array_equal(water(numbers=np.array([8.0, 1.0, 1.0])).numbers, [8, 1, 1])
 
 
 def test_normalisation_of_fields():
