@@ -58,8 +58,8 @@ def test_ta_fitsnap_folder_reads_all_363_with_labels():
     assert elapsed < 5.0, f"reading 363 FitSNAP files took {elapsed:.2f} s"
     # values and conversions against an independent parse of a few files
     by_name = {(s.group, s.name): s for s in structures}
-    for group, fname in [("Liquid", sorted((root / "Liquid").glob("*.json"))[0].name), ("Elastic_BCC", "BCC_deformed_3.json"),
-                         ("Surface", sorted((root / "Surface").glob("*.json"))[0].name)]:
+    for group, fname in [("Liquid", min(p.name for p in (root / "Liquid").glob("*.json"))), ("Elastic_BCC", "BCC_deformed_3.json"),
+                         ("Surface", min(p.name for p in (root / "Surface").glob("*.json")))]:
         raw = _raw_fitsnap(root / group / fname)
         rec = raw["Data"][0]
         s = by_name[(group, f"{fname}:0")]
@@ -195,7 +195,7 @@ def test_miniff_units_and_errors(tmp_path):
     with pytest.raises(ReadError, match=r"m\.json: frame 1: field 'values'.*Xx"):
         read(p)
     p.write_text(json.dumps([{"something": 1}]))
-    with pytest.raises(ReadError, match=r"m\.json.*not FitSNAP or miniff"):
+    with pytest.raises(ReadError, match=r"m\.json: field 'file'.*not FitSNAP, miniff"):
         read(p)
 
 
@@ -280,6 +280,41 @@ def test_stress_as_matrix_and_units_conversion(tmp_path):
     np.testing.assert_allclose(g.stress, m * ase.units.GPa, rtol=1e-7)
 
 
+def test_other_ase_formats_traj_json_db_poscar(tmp_path):
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+
+    a = bulk("Cu", "fcc", 3.6) * (2, 1, 1)
+    a.rattle(0.05, seed=1)
+    a.calc = EMT()
+    energy, forces, stress = a.get_potential_energy(), a.get_forces(), a.get_stress()
+    ase.io.write(tmp_path / "a.traj", [a, a])
+    ase.io.write(tmp_path / "db.json", [a, a], format="json")
+    ase.io.write(tmp_path / "POSCAR", a, format="vasp")
+    for name in ("a.traj", "db.json"):
+        got = read(tmp_path / name, require=("energy", "forces", "stress"))
+        assert [s.name for s in got] == [f"{name}:0", f"{name}:1"]
+        assert got[1].energy == pytest.approx(energy, rel=1e-12)
+        np.testing.assert_allclose(got[1].forces, forces, atol=1e-12)
+        np.testing.assert_allclose(got[1].stress, voigt(stress), atol=1e-12)
+    (p,) = read(tmp_path / "POSCAR")
+    np.testing.assert_allclose(p.positions, a.positions, atol=1e-6)
+    assert p.energy is None
+    with pytest.raises(ReadError, match=r"POSCAR: frame 0: field 'energy': required"):
+        read(tmp_path / "POSCAR", require=("energy",))
+
+
+def voigt(v):
+    from forcefit.structure import voigt_to_matrix
+
+    return voigt_to_matrix(v)
+
+
+def _symmetric(rng) -> np.ndarray:
+    m = rng.normal(size=(3, 3))
+    return m + m.T
+
+
 def _full_structures(rng) -> list[Structure]:
     out = []
     for k, pbc in enumerate(([True] * 3, [True, False, True], [False] * 3)):
@@ -288,7 +323,7 @@ def _full_structures(rng) -> list[Structure]:
         out.append(Structure(
             numbers=rng.integers(1, 80, n), positions=rng.uniform(0, 5, (n, 3)), cell=cell,
             pbc=pbc, energy=rng.normal() * 100, forces=rng.normal(size=(n, 3)),
-            stress=(lambda m: m + m.T)(rng.normal(size=(3, 3))) * 0.01,
+            stress=_symmetric(rng) * 0.01,
             energies=rng.normal(size=n), group=f"group {k}", weight=0.25 * (k + 1),
             name=f"orig_{k}.json:{k}", info={"config_type": "x y", "T_K": 300.0 + k}))
     out[2].stress = None  # an open molecule has no stress
@@ -424,9 +459,9 @@ def test_glob_and_list_inputs(tmp_path):
 
 # --------------------------------------------------------------------------- npy
 def _ethane_kwargs(d: Path) -> dict:
-    return dict(forces=d / "forces_ethane.npy", energies=d / "energies_ethane.npy",
-                numbers=[6, 6, 1, 1, 1, 1, 1, 1], cell=np.eye(3), pbc=True,
-                length_unit="nm", energy_unit="kJ/mol")
+    return {"forces": d / "forces_ethane.npy", "energies": d / "energies_ethane.npy",
+                "numbers": [6, 6, 1, 1, 1, 1, 1, 1], "cell": np.eye(3), "pbc": True,
+                "length_unit": "nm", "energy_unit": "kJ/mol"}
 
 
 def test_ethane_npy_native_and_converted():

@@ -25,7 +25,7 @@ from forcefit.structure import (
 
 
 def water(**kw) -> Structure:
-    base = dict(numbers=[8, 1, 1], positions=[[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])
+    base = {"numbers": [8, 1, 1], "positions": [[0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]]}
     base.update(kw)
     return Structure(**base)
 
@@ -33,28 +33,28 @@ def water(**kw) -> Structure:
 @pytest.mark.parametrize(
     "kw, field, why",
     [
-        (dict(positions=[[0, 0, 0], [1, 0, 0]]), "positions", r"shape \(3, 3\)"),
-        (dict(positions=[[0, 0, 0], [1, 0, np.nan], [0, 1, 0]]), "positions", "NaN"),
-        (dict(positions=[[0, 0, 0], [1, 0, "x"], [0, 1, 0]]), "positions", "not numeric"),
-        (dict(numbers=[8, 0, 1]), "numbers", "unknown element Z=0"),
-        (dict(numbers=[8, 1, 200]), "numbers", "unknown element Z=200"),
-        (dict(energy=np.inf), "energy", "not finite"),
-        (dict(forces=np.zeros((2, 3))), "forces", r"shape \(3, 3\), got \(2, 3\)"),
-        (dict(forces=[[0, 0, 0], [0, np.nan, 0], [0, 0, 0]]), "forces", "NaN"),
-        (dict(stress=np.zeros(5)), "stress", r"shape \(3, 3\), got \(5,\)"),
-        (dict(stress=np.full((3, 3), np.nan)), "stress", "NaN"),
-        (dict(energies=np.zeros(4)), "energies", r"shape \(3,\)"),
-        (dict(pbc=[True, False]), "pbc", "3 booleans"),
-        (dict(pbc=True), "cell", "singular"),
-        (dict(pbc=True, cell=[[3, 0, 0], [0, 3, 0], [3, 3, 0]]), "cell", "singular"),
-        (dict(weight=-1.0), "weight", ">= 0"),
-        (dict(weight=np.nan), "weight", "finite"),
-        (dict(cell=np.eye(2)), "cell", r"shape \(3, 3\)"),
-        (dict(pbc=[True, False, False]), "cell", "singular"),
-        (dict(pbc=[True, True, False], cell=[[3, 0, 0], [6, 0, 0], [0, 0, 0]]), "cell",
+        ({"positions": [[0, 0, 0], [1, 0, 0]]}, "positions", r"shape \(3, 3\)"),
+        ({"positions": [[0, 0, 0], [1, 0, np.nan], [0, 1, 0]]}, "positions", "NaN"),
+        ({"positions": [[0, 0, 0], [1, 0, "x"], [0, 1, 0]]}, "positions", "not numeric"),
+        ({"numbers": [8, 0, 1]}, "numbers", "unknown element Z=0"),
+        ({"numbers": [8, 1, 200]}, "numbers", "unknown element Z=200"),
+        ({"energy": np.inf}, "energy", "not finite"),
+        ({"forces": np.zeros((2, 3))}, "forces", r"shape \(3, 3\), got \(2, 3\)"),
+        ({"forces": [[0, 0, 0], [0, np.nan, 0], [0, 0, 0]]}, "forces", "NaN"),
+        ({"stress": np.zeros(5)}, "stress", r"shape \(3, 3\), got \(5,\)"),
+        ({"stress": np.full((3, 3), np.nan)}, "stress", "NaN"),
+        ({"energies": np.zeros(4)}, "energies", r"shape \(3,\)"),
+        ({"pbc": [True, False]}, "pbc", "3 booleans"),
+        ({"pbc": True}, "cell", "singular"),
+        ({"pbc": True, "cell": [[3, 0, 0], [0, 3, 0], [3, 3, 0]]}, "cell", "singular"),
+        ({"weight": -1.0}, "weight", ">= 0"),
+        ({"weight": np.nan}, "weight", "finite"),
+        ({"cell": np.eye(2)}, "cell", r"shape \(3, 3\)"),
+        ({"pbc": [True, False, False]}, "cell", "singular"),
+        ({"pbc": [True, True, False], "cell": [[3, 0, 0], [6, 0, 0], [0, 0, 0]]}, "cell",
          "linearly dependent"),
-        (dict(numbers=[8.0, 1.5, 1.0]), "numbers", "integer atomic numbers"),
-        (dict(numbers=["O", "H", "H"]), "numbers", "integers"),
+        ({"numbers": [8.0, 1.5, 1.0]}, "numbers", "integer atomic numbers"),
+        ({"numbers": ["O", "H", "H"]}, "numbers", "integers"),
     ],
 )
 def test_validation_errors_name_structure_and_field(kw, field, why):

@@ -10,8 +10,8 @@ Entry point :func:`read` detects the format:
 input                       reader
 ==========================  =========================================================
 folder                      :func:`read_fitsnap_folder` (group folders of FitSNAP JSON)
-``*.json``                  sniffed: FitSNAP (``{"Dataset": ...}``) or miniff (records
-                            with ``vectors`` and ``coordinates``)
+``*.json``                  sniffed: FitSNAP (``{"Dataset": ...}``), miniff (records
+                            with ``vectors`` and ``coordinates``) or an ASE JSON database
 ``*.npy``                   :func:`read_npy_trajectory` on the positions file; pass
                             ``forces=``, ``energies=``, ``numbers=``, ``length_unit=``,
                             ``energy_unit=``, ``units=`` (and ``cell=``, ``pbc=``)
@@ -32,8 +32,13 @@ from pathlib import Path
 from ..structure import Structure
 from .errors import ReadError, check_require
 from .extxyz import read_ase, write_extxyz
-from .fitsnap import fitsnap_structures, is_fitsnap, load_json, read_fitsnap_folder
-from .fitsnap import read_fitsnap_json
+from .fitsnap import (
+    fitsnap_structures,
+    is_fitsnap,
+    load_json,
+    read_fitsnap_folder,
+    read_fitsnap_json,
+)
 from .miniff import is_miniff, miniff_structures, read_miniff_json
 from .npy import read_npy_trajectory
 
@@ -104,6 +109,12 @@ def read(
     unknown = set(npy) - _NPY_KEYS
     if unknown:
         raise TypeError(f"read: unexpected keyword argument(s) {sorted(unknown)}")
+    def _read_ase(path: Path, fmt: str | None) -> list[Structure]:
+        return read_ase(path, fmt, index=index, energy_key=energy_key, forces_key=forces_key,
+                        stress_key=stress_key, energies_key=energies_key, group=group,
+                        group_key=group_key, weight_key=weight_key, units=units,
+                        require=require)
+
     out: list[Structure] = []
     for path in _expand(path_or_glob_or_list):
         fmt = (format or "").lower() or None
@@ -121,10 +132,12 @@ def read(
                 got = fitsnap_structures(path, obj, styles=styles, **kw)
             elif fmt != "fitsnap" and is_miniff(obj):
                 got = miniff_structures(path, obj, **kw)
+            elif fmt is None and isinstance(obj, dict) and "ids" in obj:
+                got = _read_ase(path, "json")  # an ASE database written as JSON
             else:
-                want = fmt or "FitSNAP or miniff"
+                want = fmt or "FitSNAP, miniff or an ASE JSON database"
                 raise ReadError(path, f"JSON content is not {want} (no 'Dataset' object, no "
-                                      "records with 'vectors' and 'coordinates')",
+                                      "records with 'vectors' and 'coordinates', no 'ids')",
                                 field="file")
         elif fmt == "npy" or (fmt is None and suffix == ".npy"):
             missing = {"numbers", "length_unit", "energy_unit"} - set(npy)
@@ -138,9 +151,6 @@ def read(
         else:
             if npy:
                 raise TypeError(f"read: {sorted(npy)} apply to .npy trajectories only")
-            got = read_ase(path, fmt, index=index, energy_key=energy_key,
-                           forces_key=forces_key, stress_key=stress_key,
-                           energies_key=energies_key, group=group, group_key=group_key,
-                           weight_key=weight_key, units=units, require=require)
+            got = _read_ase(path, fmt)
         out += got
     return out

@@ -167,7 +167,7 @@ def _writable(key: str, value) -> bool:
         return True
     try:
         a = np.asarray(value)
-    except Exception:
+    except (TypeError, ValueError):
         return False
     return a.dtype.kind in "biuf" and a.ndim <= 2 and a.size > 0
 
