@@ -1,0 +1,543 @@
+"""Atom-centred symmetry functions (Behler-Parrinello) and miniff's sigmoid family.
+
+Units: distances and the cutoff in Angstrom; eta in 1/Angstrom^2; r_s, r0 and dr in
+Angstrom; zeta and lambda are dimensionless. Descriptor values are dimensionless (sums of
+dimensionless terms); derivatives dD/dr_ij are in 1/Angstrom.
+
+Index names (as in :mod:`forcefit.structure`): ``atoms`` (N), ``edges`` (E, directed pairs
+i->j of the full neighbour list), ``pairs`` (T, ordered pairs of edges (i->j, i->k) with the
+same centre i and j != k, the "triplets"), ``features`` (F), ``species`` (S_p, the species of
+the set), ``species pairs`` (unordered, S_p (S_p + 1) / 2).
+
+Families (fc is the cutoff function of the set, see :mod:`forcefit.descriptors.cutoff`;
+r_ij = |r_j - r_i|, cos theta_ijk = r_ij . r_ik / (r_ij r_ik)):
+
+- ``G1`` (Behler 2011, eq. 5):  G1_i = sum_j fc(r_ij)
+- ``G2`` (Behler 2011, eq. 6):  G2_i = sum_j exp(-eta (r_ij - r_s)^2) fc(r_ij)
+- ``sigmoid`` (miniff's ``sigmoid_descriptor_family``, miniff docs "Computing descriptors"):
+  S_i = sum_j fc(r_ij) / (1 + exp((r_ij - r0) / dr))
+- ``G4`` (Behler 2011, eq. 8):
+  G4_i = 2^(1-zeta) sum_{j<k} (1 + lambda cos theta_ijk)^zeta
+         exp(-eta (r_ij^2 + r_ik^2 + r_jk^2)) fc(r_ij) fc(r_ik) fc(r_jk),
+  only triplets with r_jk < rc contribute (fc(r_jk) = 0 beyond).
+- ``G5`` (Behler 2011, eq. 9):
+  G5_i = 2^(1-zeta) sum_{j<k} (1 + lambda cos theta_ijk)^zeta
+         exp(-eta (r_ij^2 + r_ik^2)) fc(r_ij) fc(r_ik).
+
+**Summation convention.** The angular sums run over *unordered* pairs of neighbours {j, k}
+(j < k, each pair once), as DScribe (``dscribe/ext/acsf.cpp``, ``k < j`` loop) and n2p2 do.
+Behler's 2011 paper writes the sum over all j, k != i, which double counts: his values are
+twice ours. Periodic images are distinct neighbours.
+
+**Species.** Radial functions come once per neighbour species; angular functions once per
+unordered pair of neighbour species. The centre's species is not encoded (as in DScribe);
+fit one network per centre species. Column layout (DScribe's, so its output is comparable
+column by column): for each species s in ascending Z: [G1, G2..., sigmoid...]; then for each
+unordered species pair (a <= b) in the order (0,0), (0,1), (1,1), (0,2), (1,2), (2,2), ...:
+[G4..., G5...]. :meth:`DescriptorSet.layout` lists every column.
+
+**Derivatives.** ``compute`` returns dD[e] = d D[i_e] / d r_e for each edge e (centre i_e),
+shape (edges, features, 3); D_i depends only on the edges centred on i. For an angular term
+g(r_ij, r_ik) of an ordered pair (j, k) (with v1 = r_ij, v2 = r_ik, r3 = |v2 - v1|,
+c = cos theta):
+
+    dg/dv1 = v1 [g_r1 / r1 + g_r3 / r3 - g_c c / r1^2] + v2 [g_c / (r1 r2) - g_r3 / r3]
+
+and since D_i sums g over unordered pairs of a symmetric g, dD_i/dv_e sums dg/dv1 over the
+ordered pairs whose first edge is e. Angular parts (per (zeta, lambda)) and distance parts
+(per eta) are separable, so the sum over k is a batched matrix product per edge
+(edges, zeta-lambda, k) @ (edges, k, eta x blocks), never an (pairs, features, 3) array.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from ase.data import chemical_symbols
+
+from ..neighbors import Graph
+from .cutoff import CUTOFF_FUNCTIONS, cutoff_function
+
+#: Edges shorter than this (Angstrom) mean overlapping atoms.
+MIN_DISTANCE = 1e-6
+#: Ordered neighbour pairs (sum of n_i^2 over centres) handled at once; bounds the memory.
+PAIR_BUDGET = 3_000_000
+
+RADIAL_FAMILIES = ("G1", "G2", "sigmoid")
+ANGULAR_FAMILIES = ("G4", "G5")
+_PARAM_NAMES = {"G1": (), "G2": ("eta", "rs"), "sigmoid": ("r0", "dr"),
+                "G4": ("eta", "zeta", "lambda"), "G5": ("eta", "zeta", "lambda")}
+
+
+class DescriptorError(ValueError):
+    """Bad descriptor parameters or input; the message names the parameter or structure."""
+
+
+def _symbol(z: int) -> str:
+    return chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}"
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _as_rows(name: str, rows, width: int) -> list[tuple[float, ...]]:
+    out = []
+    for n, row in enumerate(rows or ()):
+        try:
+            vals = tuple(float(x) for x in row)
+        except (TypeError, ValueError) as err:
+            raise DescriptorError(f"{name}[{n}]: not a row of numbers ({err})") from None
+        if len(vals) != width:
+            raise DescriptorError(f"{name}[{n}]: expected {width} numbers "
+                                  f"({', '.join(_PARAM_NAMES[name])}), got {len(vals)}")
+        if not all(math.isfinite(v) for v in vals):
+            raise DescriptorError(f"{name}[{n}]: not finite: {vals}")
+        out.append(vals)
+    return out
+
+
+class DescriptorSet:
+    """A set of symmetry functions with one cutoff and one cutoff function.
+
+    Parameters
+    ----------
+    cutoff: radius rc in Angstrom (> 0).
+    species: atomic numbers (or symbols) the set knows; stored sorted ascending.
+    g1: include G1 = sum fc per neighbour species.
+    g2: rows (eta [1/A^2] > 0, r_s [A]).
+    sigmoid: rows (r0 [A], dr [A] > 0).
+    g4, g5: rows (eta [1/A^2] >= 0, zeta >= 1, lambda in {-1, +1}). eta = 0 is allowed for
+        the angular families (RuNNer/n2p2 parameter files use it routinely); negative eta,
+        and eta = 0 for G2 (that is G1), are refused.
+    cutoff_function: ``"cosine"`` or ``"polynomial"``.
+    """
+
+    def __init__(self, cutoff: float, species: Sequence[int | str], *, g1: bool = False,
+                 g2=(), sigmoid=(), g4=(), g5=(), cutoff_function: str = "cosine"):
+        try:
+            cutoff = float(cutoff)
+        except (TypeError, ValueError):
+            raise DescriptorError(f"cutoff: not a number: {cutoff!r}") from None
+        if not (math.isfinite(cutoff) and cutoff > 0):
+            raise DescriptorError(f"cutoff must be positive and finite, got {cutoff}")
+        if cutoff_function not in CUTOFF_FUNCTIONS:
+            raise DescriptorError(f"cutoff_function: unknown {cutoff_function!r}; choose "
+                                  f"one of {', '.join(CUTOFF_FUNCTIONS)}")
+        self.cutoff = cutoff
+        self.cutoff_function = cutoff_function
+        self.species = self._parse_species(species)
+        self.g1 = bool(g1)
+        self.g2 = _as_rows("G2", g2, 2)
+        self.sigmoid = _as_rows("sigmoid", sigmoid, 2)
+        self.g4 = _as_rows("G4", g4, 3)
+        self.g5 = _as_rows("G5", g5, 3)
+        for n, (eta, _rs) in enumerate(self.g2):
+            if not eta > 0:
+                raise DescriptorError(f"G2[{n}]: eta must be positive, got {eta} "
+                                      "(eta = 0 is G1: pass g1=True)")
+        for n, (_r0, dr) in enumerate(self.sigmoid):
+            if not dr > 0:
+                raise DescriptorError(f"sigmoid[{n}]: dr must be positive, got {dr}")
+        for fam, rows in (("G4", self.g4), ("G5", self.g5)):
+            for n, (eta, zeta, lam) in enumerate(rows):
+                if eta < 0:
+                    raise DescriptorError(f"{fam}[{n}]: eta must be >= 0, got {eta}")
+                if zeta < 1:
+                    raise DescriptorError(f"{fam}[{n}]: zeta must be >= 1, got {zeta}")
+                if lam not in (-1.0, 1.0):
+                    raise DescriptorError(f"{fam}[{n}]: lambda must be -1 or +1, got {lam}")
+        self.n_species = len(self.species)
+        self.n_radial = int(self.g1) + len(self.g2) + len(self.sigmoid)
+        self.n_angular = len(self.g4) + len(self.g5)
+        # unordered species pairs in DScribe's order: (a, b), a <= b, sorted by b then a
+        self.species_pairs = [(a, b) for b in range(self.n_species) for a in range(b + 1)]
+        self.n_pairs = len(self.species_pairs)
+        table = torch.zeros((self.n_species, self.n_species), dtype=torch.int64)
+        for p, (a, b) in enumerate(self.species_pairs):
+            table[a, b] = table[b, a] = p
+        self._pair_table = table  # (species, species) -> species-pair index
+        self.n_features = self.n_species * self.n_radial + self.n_pairs * self.n_angular
+        if self.n_features == 0:
+            raise DescriptorError("the descriptor set has no functions (give g1, g2, "
+                                  "sigmoid, g4 or g5)")
+        self._layout = self._build_layout()
+        self.feature_names = [c["name"] for c in self._layout]
+
+    # -- construction helpers --------------------------------------------------------
+    @staticmethod
+    def _parse_species(species) -> list[int]:
+        out = []
+        for s in species:
+            if isinstance(s, str):
+                if s not in chemical_symbols[1:]:
+                    raise DescriptorError(f"species: unknown element symbol {s!r}")
+                out.append(chemical_symbols.index(s))
+            else:
+                z = int(s)
+                if not 0 < z < len(chemical_symbols):
+                    raise DescriptorError(f"species: unknown atomic number {z}")
+                out.append(z)
+        if not out:
+            raise DescriptorError("species: at least one species is needed")
+        if len(set(out)) != len(out):
+            raise DescriptorError(f"species: repeated entries in {list(species)}")
+        return sorted(out)
+
+    def _radial_rows(self) -> list[tuple[str, dict]]:
+        rows: list[tuple[str, dict]] = [("G1", {})] if self.g1 else []
+        rows += [("G2", {"eta": e, "rs": r}) for e, r in self.g2]
+        rows += [("sigmoid", {"r0": r0, "dr": dr}) for r0, dr in self.sigmoid]
+        return rows
+
+    def _angular_rows(self) -> list[tuple[str, dict]]:
+        return ([("G4", dict(zip(("eta", "zeta", "lambda"), p))) for p in self.g4]
+                + [("G5", dict(zip(("eta", "zeta", "lambda"), p))) for p in self.g5])
+
+    def _build_layout(self) -> list[dict]:
+        cols = []
+        for s, z in enumerate(self.species):
+            for fam, par in self._radial_rows():
+                args = ",".join(f"{k}={_fmt(v)}" for k, v in par.items())
+                cols.append({"family": fam, "species": (z,), **par,
+                             "name": f"{fam}[{_symbol(z)}]({args})"})
+        for a, b in self.species_pairs:
+            za, zb = self.species[a], self.species[b]
+            for fam, par in self._angular_rows():
+                args = ",".join(f"{k}={_fmt(v)}" for k, v in par.items())
+                cols.append({"family": fam, "species": (za, zb), **par,
+                             "name": f"{fam}[{_symbol(za)}-{_symbol(zb)}]({args})"})
+        for n, c in enumerate(cols):
+            c["index"] = n
+        return cols
+
+    def layout(self, family: str | None = None, species=None) -> list[dict]:
+        """Columns as dicts: index, family, species (tuple of Z), parameters, name.
+
+        Filter by ``family`` (e.g. "G4") and ``species`` (a Z or symbol for radial columns,
+        a pair for angular ones; the pair's order does not matter).
+        """
+        want = None
+        if species is not None:
+            items = [species] if isinstance(species, (int, str)) else list(species)
+            want = tuple(sorted(self._parse_species_loose(items)))
+        out = []
+        for c in self._layout:
+            if family is not None and c["family"] != family:
+                continue
+            if want is not None and tuple(sorted(c["species"])) != want:
+                continue
+            out.append(dict(c))
+        return out
+
+    @staticmethod
+    def _parse_species_loose(items) -> list[int]:
+        return [chemical_symbols.index(s) if isinstance(s, str) else int(s) for s in items]
+
+    def __repr__(self) -> str:
+        return (f"DescriptorSet(cutoff={self.cutoff}, species={self.species}, "
+                f"n_features={self.n_features}, cutoff_function={self.cutoff_function!r})")
+
+    # -- serialisation -----------------------------------------------------------------
+    def to_config(self) -> dict:
+        """JSON-able description; :meth:`from_config` rebuilds an equal set."""
+        return {"type": "acsf", "cutoff": self.cutoff, "species": list(self.species),
+                "cutoff_function": self.cutoff_function, "g1": self.g1,
+                "g2": [list(r) for r in self.g2], "sigmoid": [list(r) for r in self.sigmoid],
+                "g4": [list(r) for r in self.g4], "g5": [list(r) for r in self.g5]}
+
+    @classmethod
+    def from_config(cls, config: dict) -> DescriptorSet:
+        cfg = dict(config)
+        kind = cfg.pop("type", "acsf")
+        if kind != "acsf":
+            raise DescriptorError(f"descriptor config: unknown type {kind!r} (expected 'acsf')")
+        known = {"cutoff", "species", "cutoff_function", "g1", "g2", "sigmoid", "g4", "g5"}
+        extra = set(cfg) - known
+        if extra:
+            raise DescriptorError(f"descriptor config: unknown keys {sorted(extra)}")
+        for key in ("cutoff", "species"):
+            if key not in cfg:
+                raise DescriptorError(f"descriptor config: missing key {key!r}")
+        return cls(cfg.pop("cutoff"), cfg.pop("species"), **cfg)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DescriptorSet) and self.to_config() == other.to_config()
+
+    # -- public computation --------------------------------------------------------------
+    def values(self, graph: Graph, vectors: torch.Tensor) -> torch.Tensor:
+        """Descriptor values D, (atoms, features), differentiable by autograd in ``vectors``.
+
+        ``vectors`` (edges, 3) are the edge vectors r_ij of ``graph`` (e.g.
+        ``graph.edge_vectors()`` or the strained ones of
+        :func:`forcefit.potentials.base.evaluate`).
+        """
+        d, _ = self._evaluate(graph, vectors, derivatives=False)
+        return d
+
+    def compute(self, graph: Graph, derivatives: bool = True, vectors: torch.Tensor | None = None):
+        """Values D (atoms, features) and, if ``derivatives``, dD (edges, features, 3).
+
+        dD[e] = d D[i_e] / d r_e, computed analytically (no autograd graph is built).
+        """
+        with torch.no_grad():
+            vec = graph.edge_vectors() if vectors is None else vectors.detach()
+            return self._evaluate(graph, vec, derivatives=derivatives)
+
+    # -- internals -----------------------------------------------------------------------
+    def species_index(self, graph: Graph, names: Sequence[str] | None = None) -> torch.Tensor:
+        """(atoms,) index of each atom's species in ``self.species``; unknown species raise."""
+        numbers = graph.numbers
+        top = max(int(numbers.max()) if numbers.numel() else 0, max(self.species)) + 1
+        lut = torch.full((top,), -1, dtype=torch.int64, device=numbers.device)
+        lut[torch.tensor(self.species, device=numbers.device)] = torch.arange(
+            self.n_species, device=numbers.device)
+        idx = lut[numbers]  # (atoms,)
+        bad = idx < 0
+        if bool(bad.any()):
+            n = int(torch.nonzero(bad)[0, 0])
+            s = int(graph.batch[n])
+            where = f"structure {s}" + (f" ({names[s]})" if names and names[s] else "")
+            known = ", ".join(_symbol(z) for z in self.species)
+            raise DescriptorError(f"{where}: atom {n - int(graph.n_atoms[:s].sum())} is "
+                                  f"{_symbol(int(numbers[n]))}, a species the descriptor set "
+                                  f"does not know (it knows {known})")
+        return idx
+
+    def _evaluate(self, graph: Graph, vectors: torch.Tensor, derivatives: bool,
+                  names: Sequence[str] | None = None):
+        n_atoms = int(graph.numbers.shape[0])
+        n_edges = int(vectors.shape[0])
+        dtype, device = vectors.dtype, vectors.device
+        if graph.cutoff < self.cutoff * (1 - 1e-12):
+            raise DescriptorError(f"graph was built with cutoff {graph.cutoff} Angstrom, less "
+                                  f"than the descriptor cutoff {self.cutoff}: rebuild it")
+        if vectors.shape != (int(graph.i.shape[0]), 3):
+            raise DescriptorError(f"vectors: expected shape ({int(graph.i.shape[0])}, 3), "
+                                  f"got {tuple(vectors.shape)}")
+        sp_atom = self.species_index(graph, names)  # (atoms,)
+        r_all = torch.linalg.vector_norm(vectors, dim=1)  # (edges,)
+        if n_edges and float(r_all.detach().min()) < MIN_DISTANCE:
+            e = int(torch.argmin(r_all.detach()))
+            s = int(graph.edge_batch[e])
+            off = int(graph.n_atoms[:s].sum())
+            where = f"structure {s}" + (f" ({names[s]})" if names and names[s] else "")
+            raise DescriptorError(
+                f"{where}: atoms {int(graph.i[e]) - off} and {int(graph.j[e]) - off} are "
+                f"{float(r_all[e]):.3g} Angstrom apart (overlapping atoms)")
+        # edges used: inside the cutoff, grouped by centre (the neighbour list sorts them)
+        with torch.no_grad():
+            keep = r_all < self.cutoff
+            centre = graph.i
+            is_sorted = bool((centre[1:] >= centre[:-1]).all()) if n_edges > 1 else True
+            if bool(keep.all()) and is_sorted:
+                sel = None
+            else:
+                sel = torch.nonzero(keep).reshape(-1)
+                sel = sel[torch.sort(centre[sel], stable=True).indices]
+        if sel is None:
+            vec, r, ci, nj = vectors, r_all, graph.i, graph.j
+        else:
+            vec, r, ci, nj = vectors[sel], r_all[sel], graph.i[sel], graph.j[sel]
+        sp_j = sp_atom[nj]  # (E,) species index of the neighbour
+        sp_i = sp_atom  # noqa: F841  (the centre's species is not encoded)
+        E = int(vec.shape[0])
+        fc, dfc = cutoff_function(r, self.cutoff, self.cutoff_function, derivative=True)
+
+        dd = None
+        if derivatives:
+            dd = torch.zeros((E, self.n_features, 3), dtype=dtype, device=device)
+        n_rad_cols = self.n_species * self.n_radial
+        parts = []
+        if self.n_radial:
+            g, dg = self._radial(r, fc, dfc, derivatives)  # (E, n_radial) each
+            flat = ci * self.n_species + sp_j  # (E,)
+            d_rad = torch.zeros((n_atoms * self.n_species, self.n_radial), dtype=dtype,
+                                device=device).index_add(0, flat, g)
+            parts.append(d_rad.reshape(n_atoms, n_rad_cols))
+            if derivatives:
+                u = vec / r[:, None]  # (E, 3) unit vectors
+                block = dd[:, :n_rad_cols].unflatten(1, (self.n_species, self.n_radial))
+                block[torch.arange(E, device=device), sp_j] = dg[:, :, None] * u[:, None, :]
+        if self.n_angular:
+            parts.append(self._angular(vec, r, fc, dfc, ci, sp_j, n_atoms, dd, n_rad_cols))
+        d = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (atoms, F)
+        if derivatives and sel is not None:
+            full = torch.zeros((n_edges, self.n_features, 3), dtype=dtype, device=device)
+            full[sel] = dd
+            dd = full
+        return d, dd
+
+    def _radial(self, r, fc, dfc, derivatives):
+        """Radial columns per edge: values (E, n_radial) and d/dr (E, n_radial)."""
+        vals, ders = [], []
+        if self.g1:
+            vals.append(fc[:, None])
+            ders.append(dfc[:, None])
+        if self.g2:
+            p = torch.tensor(self.g2, dtype=r.dtype, device=r.device)  # (n_g2, 2)
+            eta, rs = p[:, 0], p[:, 1]
+            x = r[:, None] - rs  # (E, n_g2)
+            gauss = torch.exp(-eta * x * x)  # (E, n_g2)
+            vals.append(gauss * fc[:, None])
+            if derivatives:
+                ders.append(gauss * (dfc[:, None] - 2.0 * eta * x * fc[:, None]))
+        if self.sigmoid:
+            p = torch.tensor(self.sigmoid, dtype=r.dtype, device=r.device)  # (n_sig, 2)
+            r0, dr = p[:, 0], p[:, 1]
+            sig = torch.sigmoid(-(r[:, None] - r0) / dr)  # (E, n_sig) = 1/(1+exp((r-r0)/dr))
+            vals.append(sig * fc[:, None])
+            if derivatives:
+                ders.append(sig * (dfc[:, None] - (1.0 - sig) / dr * fc[:, None]))
+        g = torch.cat(vals, dim=1)
+        return g, (torch.cat(ders, dim=1) if derivatives else None)
+
+    def _angular(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
+        """Angular columns: returns values (atoms, n_pairs * n_angular); fills dd in place."""
+        dtype, device = vec.dtype, vec.device
+        E = int(vec.shape[0])
+        derivatives = dd is not None
+        counts = torch.bincount(ci, minlength=n_atoms)  # (atoms,) edges per centre
+        # chunk whole centres so that sum n_i^2 stays within PAIR_BUDGET
+        load = torch.cumsum(counts * counts, 0)  # (atoms,)
+        chunk_of = torch.div(load - 1, PAIR_BUDGET, rounding_mode="floor").clamp(min=0)
+        edge_bounds = torch.cumsum(counts, 0)  # (atoms,) end of each centre's edges
+        n_chunks = int(chunk_of[-1]) + 1 if n_atoms else 0
+        ends = torch.searchsorted(chunk_of, torch.arange(n_chunks, device=device), right=True)
+        acc = vec.new_zeros((n_atoms * self.n_pairs, self.n_angular))
+        a0 = 0
+        for a1 in ends.tolist():  # loop over chunks of centres (a handful), not atoms
+            e0 = int(edge_bounds[a0 - 1]) if a0 > 0 else 0
+            e1 = int(edge_bounds[a1 - 1]) if a1 > 0 else 0
+            if e1 > e0:
+                sl = slice(e0, e1)
+                v_e, d_e = self._angular_chunk(vec[sl], r[sl], fc[sl], dfc[sl], ci[sl] - a0,
+                                               a1 - a0, sp_j[sl], derivatives)
+                # species-pair column of each (edge, other-species) combination
+                pidx = self._pair_table.to(device)[sp_j[sl]]  # (E_c, n_species)
+                flat = (ci[sl][:, None] * self.n_pairs + pidx).reshape(-1)  # (E_c * n_species,)
+                acc = acc.index_add(0, flat, 0.5 * v_e.reshape(-1, self.n_angular))
+                if derivatives:
+                    block = dd[sl, col0:].unflatten(1, (self.n_pairs, self.n_angular))
+                    idx = pidx[:, :, None, None].expand(-1, -1, self.n_angular, 3)
+                    block.scatter_(1, idx, d_e)
+            a0 = a1
+        del E
+        return acc.reshape(n_atoms, self.n_pairs * self.n_angular)
+
+    def _angular_chunk(self, vec, r, fc, dfc, ci, n_centres, sp_j, derivatives):
+        """Per-edge angular sums for a contiguous block of centres.
+
+        Returns v (E, n_species, n_angular): sum over ordered pairs (e, k) of g, split by the
+        species of k; and, with derivatives, d (E, n_species, n_angular, 3) = sum_k dg/dv_e.
+        """
+        dtype, device = vec.dtype, vec.device
+        E = int(vec.shape[0])
+        counts = torch.bincount(ci, minlength=n_centres)  # (centres,)
+        starts = torch.cumsum(counts, 0) - counts  # (centres,)
+        per_edge = counts[ci]  # (E,) neighbours of the edge's centre
+        with torch.no_grad():
+            e1 = torch.repeat_interleave(torch.arange(E, device=device), per_edge)  # (P,)
+            first = torch.repeat_interleave(torch.cumsum(per_edge, 0) - per_edge, per_edge)
+            e2 = starts[ci[e1]] + (torch.arange(e1.shape[0], device=device) - first)  # (P,)
+            keep = e1 != e2
+            e1_all, e2_all = e1[keep], e2[keep]  # all ordered pairs j != k
+            r3_all = torch.linalg.vector_norm(vec[e2_all] - vec[e1_all], dim=1)  # (P',)
+            near = r3_all < self.cutoff
+        outs_v, outs_d = [], []
+        for fam, rows in (("G4", self.g4), ("G5", self.g5)):
+            if not rows:
+                continue
+            if fam == "G4":
+                a, b = e1_all[near], e2_all[near]
+            else:
+                a, b = e1_all, e2_all
+            v, d = self._family_sums(fam, rows, vec, r, fc, dfc, sp_j, a, b, E, derivatives)
+            outs_v.append(v)
+            outs_d.append(d)
+        v = torch.cat(outs_v, dim=-1) if len(outs_v) > 1 else outs_v[0]
+        d = None
+        if derivatives:
+            d = torch.cat(outs_d, dim=-2) if len(outs_d) > 1 else outs_d[0]
+        return v, d
+
+    def _family_sums(self, fam, rows, vec, r, fc, dfc, sp_j, e1, e2, E, derivatives):
+        dtype, device = vec.dtype, vec.device
+        ns = self.n_species
+        params = torch.tensor(rows, dtype=dtype, device=device)  # (F_fam, 3)
+        etas, eta_idx = torch.unique(params[:, 0], return_inverse=True)
+        zl, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)  # (n_zl, 2)
+        zeta, lam = zl[:, 0], zl[:, 1]
+        n_eta, n_zl = etas.shape[0], zl.shape[0]
+        T = int(e1.shape[0])
+        v1, v2 = vec[e1], vec[e2]  # (T, 3)
+        r1, r2 = r[e1], r[e2]  # (T,)
+        fc1, fc2 = fc[e1], fc[e2]
+        c = (v1 * v2).sum(dim=1) / (r1 * r2)  # (T,) cos theta
+        base = (1.0 + lam * c[:, None]).clamp(min=0.0)  # (T, n_zl)
+        pref = torch.exp2(1.0 - zeta)  # (n_zl,)
+        ang = pref * base.pow(zeta)  # (T, n_zl)
+        if fam == "G4":
+            v3 = v2 - v1  # (T, 3)
+            r3 = torch.linalg.vector_norm(v3, dim=1)  # (T,)
+            fc3, dfc3 = cutoff_function(r3, self.cutoff, self.cutoff_function, derivative=True)
+            cc = fc1 * fc2 * fc3  # (T,)
+            rsq = r1 * r1 + r2 * r2 + r3 * r3
+        else:
+            cc = fc1 * fc2
+            rsq = r1 * r1 + r2 * r2
+        x = torch.exp(-etas * rsq[:, None])  # (T, n_eta)
+        w = x * cc[:, None]  # (T, n_eta) distance part of the value
+        if derivatives:
+            dang = pref * zeta * lam * base.pow(zeta - 1.0)  # (T, n_zl) d ang / d cos
+            d1 = dfc[e1] * fc2 / r1  # (T,) (dC/dr1) / r1 without the r3 factor
+            if fam == "G4":
+                d1 = d1 * fc3
+                d3 = fc1 * fc2 * dfc3 / r3  # (T,) (dC/dr3) / r3
+                y = x * (-4.0 * etas * cc[:, None] + (d1 + d3)[:, None])  # (T, n_eta)
+                vv = -x * (-2.0 * etas * cc[:, None] + d3[:, None])  # (T, n_eta)
+                q1 = torch.cat([w[:, :, None], y[:, :, None],
+                                vv[:, :, None] * v2[:, None, :]], dim=2)  # (T, n_eta, 5)
+            else:
+                y = x * (-2.0 * etas * cc[:, None] + d1[:, None])  # (T, n_eta)
+                q1 = torch.stack([w, y], dim=2)  # (T, n_eta, 2)
+            q2 = torch.cat([(-c / (r1 * r1))[:, None, None] * w[:, :, None],
+                            (w / (r1 * r2)[:, None])[:, :, None] * v2[:, None, :]],
+                           dim=2)  # (T, n_eta, 4)
+        else:
+            q1 = w[:, :, None]  # (T, n_eta, 1)
+        if ns > 1:  # split the k-sum by the species of k
+            onehot = torch.nn.functional.one_hot(sp_j[e2], ns).to(dtype)  # (T, ns)
+            q1 = onehot[:, :, None, None] * q1[:, None]  # (T, ns, n_eta, b1)
+            if derivatives:
+                q2 = onehot[:, :, None, None] * q2[:, None]  # (T, ns, n_eta, 4)
+        # pad the pairs of each first edge into (E, K, .) and contract over k
+        with torch.no_grad():
+            k_per = torch.bincount(e1, minlength=E)  # (E,)
+            kmax = max(int(k_per.max()) if T else 0, 1)
+            seg = torch.cumsum(k_per, 0) - k_per
+            slot = e1 * kmax + (torch.arange(T, device=device) - seg[e1])  # (T,)
+
+        def pad(t):  # (T, ...) -> (E, K, prod(...))
+            flat = t.reshape(T, -1)
+            out = flat.new_zeros((E * kmax, flat.shape[1])).index_copy(0, slot, flat)
+            return out.reshape(E, kmax, flat.shape[1])
+
+        b1 = q1.shape[-1]
+        m1 = torch.bmm(pad(ang).transpose(1, 2), pad(q1))  # (E, n_zl, ns * n_eta * b1)
+        cols = zl_idx * n_eta + eta_idx  # (F_fam,) column of each function in the grid
+        m1 = m1.reshape(E, n_zl, ns, n_eta, b1).permute(0, 2, 1, 3, 4)
+        m1 = m1.reshape(E, ns, n_zl * n_eta, b1)[:, :, cols]  # (E, ns, F_fam, b1)
+        val = m1[..., 0]  # (E, ns, F_fam)
+        if not derivatives:
+            return val, None
+        m2 = torch.bmm(pad(dang).transpose(1, 2), pad(q2))  # (E, n_zl, ns * n_eta * 4)
+        m2 = m2.reshape(E, n_zl, ns, n_eta, 4).permute(0, 2, 1, 3, 4)
+        m2 = m2.reshape(E, ns, n_zl * n_eta, 4)[:, :, cols]  # (E, ns, F_fam, 4)
+        coef = m1[..., 1] + m2[..., 0]  # (E, ns, F_fam) coefficient of v_e
+        der = coef[..., None] * vec[:, None, None, :] + m2[..., 1:4]  # (E, ns, F_fam, 3)
+        if fam == "G4":
+            der = der + m1[..., 2:5]
+        return val, der
