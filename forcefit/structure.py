@@ -36,7 +36,16 @@ MAX_Z = len(chemical_symbols) - 1
 
 
 class StructureError(ValueError):
-    """A structure or one of its labels is malformed; the message names the field."""
+    """A structure or one of its labels is malformed; the message names the field.
+
+    ``field`` and ``why`` hold the field name and the reason separately when known (readers
+    use them to add the file and frame to the message).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, why: str | None = None):
+        super().__init__(message)
+        self.field = field
+        self.why = message if why is None else why
 
 
 def voigt_to_matrix(voigt) -> np.ndarray:
@@ -143,7 +152,7 @@ class Structure:
 
     def _fail(self, field: str, why: str):
         where = f" in {self.name}" if self.name else ""
-        raise StructureError(f"structure{where}: field '{field}': {why}")
+        raise StructureError(f"structure{where}: field '{field}': {why}", field=field, why=why)
 
     def _array(self, field: str, value, shape: tuple[int, ...]) -> np.ndarray:
         try:

@@ -519,9 +519,21 @@ def test_npy_arrays_and_errors(tmp_path):
     with pytest.raises(ReadError, match=r"field 'numbers'.*unknown element 'Qq'"):
         fio.read_npy_trajectory(pos, numbers=["Ar", "Qq", "Ar", "Ar"], length_unit="A",
                                 energy_unit="eV", units="forcefit")
+    with pytest.raises(ReadError, match=r"field 'forces'.*not numeric"):
+        fio.read_npy_trajectory(pos, np.full((5, 4, 3), "a"), numbers=[18] * 4, length_unit="A",
+                                energy_unit="eV", units="forcefit")
     with pytest.raises(ReadError, match=r"frame 0: field 'numbers'.*Z=0"):
         fio.read_npy_trajectory(pos, numbers=[18, 0, 18, 18], length_unit="A",
                                 energy_unit="eV", units="forcefit")
+
+
+def test_read_error_attributes_and_pickling():
+    import pickle
+
+    err = ReadError("a/b.xyz", "contains NaN", frame=3, field="forces")
+    assert str(err) == "a/b.xyz: frame 3: field 'forces': contains NaN"
+    back = pickle.loads(pickle.dumps(err))
+    assert (str(back), back.path, back.frame, back.field) == (str(err), "a/b.xyz", 3, "forces")
 
 
 def test_structure_error_is_still_raised_for_direct_construction():

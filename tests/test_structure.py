@@ -63,8 +63,9 @@ def test_validation_errors_name_structure_and_field(kw, field, why):
 
 
 def test_structure_error_is_a_value_error_and_works_without_name():
-    with pytest.raises(ValueError, match=r"^structure: field 'numbers'"):
+    with pytest.raises(ValueError, match=r"^structure: field 'numbers'") as info:
         water(numbers=[8, 1, -3])
+    assert info.value.field == "numbers" and info.value.why == "unknown element Z=-3"
 
 
 def test_open_directions_may_have_zero_cell_vectors():

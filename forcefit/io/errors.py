@@ -7,7 +7,6 @@ eV/Angstrom, eV/Angstrom^3 in ASE's stress sign).
 from __future__ import annotations
 
 import os
-import re
 
 from ..structure import Structure, StructureError
 
@@ -32,8 +31,12 @@ class ReadError(ValueError):
             parts.append(f"field '{field}'")
         super().__init__(": ".join(parts) + f": {why}")
 
+    def __reduce__(self):  # picklable (multiprocessing, torch.distributed)
+        return _rebuild, (self.path, self.why, self.frame, self.field)
 
-_FIELD = re.compile(r"field '([^']+)'")
+
+def _rebuild(path, why, frame, field) -> ReadError:
+    return ReadError(path, why, frame=frame, field=field)
 
 
 def make_structure(path, frame: int, **fields) -> Structure:
@@ -45,9 +48,8 @@ def make_structure(path, frame: int, **fields) -> Structure:
     try:
         return Structure(**fields)
     except StructureError as err:
-        m = _FIELD.search(str(err))
-        why = str(err).split(": ", 2)[-1] if m else str(err)
-        raise ReadError(path, why, frame=frame, field=m.group(1) if m else None) from err
+        field = getattr(err, "field", None)
+        raise ReadError(path, getattr(err, "why", str(err)), frame=frame, field=field) from err
 
 
 LABELS = ("energy", "forces", "stress", "energies")

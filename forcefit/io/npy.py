@@ -31,7 +31,7 @@ from ..structure import Structure
 from .errors import ReadError, check_require, make_structure, require_labels
 from .units import energy_factor, length_factor
 
-_NAMES = {"forcefit": "forcefit", "native": "native"}
+_UNITS = ("forcefit", "native")
 
 
 def _load(value, field: str):
@@ -43,6 +43,13 @@ def _load(value, field: str):
         except (OSError, ValueError) as err:
             raise ReadError(p, f"cannot read .npy file ({err})", field=field) from err
     return value, None
+
+
+def _float(a, source, field: str) -> np.ndarray:
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ReadError(source, f"not numeric ({err})", field=field) from err
 
 
 def _first_bad(a: np.ndarray) -> int:
@@ -82,7 +89,7 @@ def read_npy_trajectory(
     the numbers as given (see module docstring). Names are ``"<positions file>:<frame>"``.
     Errors (:class:`ReadError`) name the file, the first bad frame and the field.
     """
-    if units not in _NAMES:
+    if units not in _UNITS:
         raise ValueError(f"units must be 'forcefit' or 'native', got {units!r}")
     try:
         lf, ef = length_factor(length_unit), energy_factor(energy_unit)
@@ -94,7 +101,7 @@ def read_npy_trajectory(
     pos, ppath = _load(positions, "positions")
     source = ppath if ppath is not None else (name or "<arrays>")
     label = name or (ppath.name if ppath is not None else "trajectory")
-    pos = np.asarray(pos, dtype=np.float64)
+    pos = np.asarray(pos)  # still memory-mapped: convert only the selected frames
     if pos.ndim != 3 or pos.shape[2] != 3:
         raise ReadError(source, f"expected (frames, atoms, 3), got {pos.shape}",
                         field="positions")
@@ -109,18 +116,21 @@ def read_npy_trajectory(
     if z.shape != (na,):
         raise ReadError(source, f"expected {na} atomic numbers, got {z.shape[0]}",
                         field="numbers")
-    arrays = {"positions": pos[frames]}  # (frames, atoms, 3)
+    arrays = {"positions": _float(pos[frames], source, "positions")}  # (frames, atoms, 3)
     for fld, val, shape in (("forces", forces, (nf, na, 3)), ("energies", energies, (nf,))):
         if val is None:
             continue
         a, p = _load(val, fld)
-        a = np.asarray(a, dtype=np.float64)
+        a = np.asarray(a)
         if a.shape != shape:
             raise ReadError(p or source, f"expected shape {shape}, got {a.shape}", field=fld)
-        arrays[fld] = a[frames]
+        arrays[fld] = _float(a[frames], p or source, fld)
     if cell is not None:
         c, p = _load(cell, "cell")
-        c = np.asarray(c, dtype=np.float64)
+        try:
+            c = np.asarray(c, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise ReadError(p or source, f"not numeric ({err})", field="cell") from err
         if c.shape == (3, 3):
             c = np.broadcast_to(c, (nf, 3, 3))
         if c.shape != (nf, 3, 3):
