@@ -355,6 +355,16 @@ def test_schedules_follow_their_formulas():
     cos = _lrs("cosine", {"min_lr": 0.01}, epochs=4)
     assert cos == pytest.approx([0.01 + 0.09 * 0.5 * (1 + math.cos(math.pi * e / 4))
                                  for e in range(4)], rel=1e-12)
+    # per step: before step k of epoch e the rate is lr_0 gamma^(e + k / n_steps)
+    used = []
+    model = Scalar()
+    opt_lr = lambda m, b: (used.append(trainer.optimizer.param_groups[0]["lr"]), m(b))[1]
+    cfg = TrainConfig(learning_rate=0.1, num_epochs=3, batch_size=1, schedule="exponential",
+                      schedule_params={"gamma": 0.5, "per_step": True})
+    trainer = Trainer(model, opt_lr, [torch.zeros((), dtype=torch.float64)] * 4, config=cfg,
+                      quiet=True)
+    trainer.fit()
+    assert used == pytest.approx([0.1 * 0.5 ** (k / 4) for k in range(12)], rel=1e-14)
     # a constant loss never improves: reduce after `patience` + 1 bad epochs, floor at min_lr
     flat = _lrs("plateau", {"patience": 1, "factor": 0.5, "min_lr": 0.02}, epochs=9,
                 loss=lambda m, b: m.w * 0 + 1.0)

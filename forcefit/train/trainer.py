@@ -31,6 +31,9 @@ lr_0 = ``learning_rate`` and T = ``num_epochs`` (or ``schedule_params["period"]`
   gamma = f^(1/T) so that the last epoch runs at about f lr_0 (chemtrain's decay to 5 %);
 - ``"cosine"``: lr(e) = lr_min + (lr_0 - lr_min) (1 + cos(pi min(e, T) / T)) / 2
   (Loshchilov & Hutter, SGDR, arXiv:1608.03983, without restarts);
+- ``per_step=True`` (exponential, cosine; Adam): the same formula at the fractional epoch
+  e + k / n_steps before step k of the epoch, a smooth decay per optimiser step as in
+  chemtrain / optax ``exponential_decay``;
 - ``"plateau"``: lr <- max(lr factor, min_lr) when the monitored loss (validation if any, else
   training) has not improved on its best by more than ``threshold`` |best| for more than
   ``patience`` epochs, then ``cooldown`` epochs without reduction (as torch's
@@ -80,8 +83,8 @@ OPTIMIZERS = ("adam", "adamw", "lbfgs")
 SCHEDULES = ("none", "exponential", "cosine", "plateau")
 _SCHEDULE_PARAMS = {
     "none": set(),
-    "exponential": {"gamma", "final_fraction"},
-    "cosine": {"min_lr", "final_fraction", "period"},
+    "exponential": {"gamma", "final_fraction", "per_step"},
+    "cosine": {"min_lr", "final_fraction", "period", "per_step"},
     "plateau": {"factor", "patience", "threshold", "min_lr", "cooldown"},
 }
 
@@ -179,6 +182,7 @@ class LRSchedule:
                 self.gamma = _in_range("final_fraction", p["final_fraction"]) ** (1 / num_epochs)
             else:
                 self.gamma = _in_range("gamma", p.get("gamma", 0.99))
+        self.per_step = bool(p.get("per_step", False))
         self.min_lr = float(p.get("min_lr", 0.0))
         if kind == "cosine" and "final_fraction" in p:
             self.min_lr = _in_range("final_fraction", p["final_fraction"]) * self.base_lr
@@ -197,11 +201,8 @@ class LRSchedule:
     def step(self, monitored: float) -> float:
         """Account for one completed epoch (its monitored loss); return the next epoch's lr."""
         self.epoch += 1
-        if self.kind == "exponential":
-            self.lr = self.base_lr * self.gamma ** self.epoch
-        elif self.kind == "cosine":
-            frac = min(self.epoch, self.period) / self.period
-            self.lr = self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+        if self.kind in ("exponential", "cosine"):
+            self.lr = self.value(self.epoch)
         elif self.kind == "plateau":
             if self.best is None or monitored < self.best - self.threshold * abs(self.best):
                 self.best, self.bad_epochs = monitored, 0
@@ -213,6 +214,15 @@ class LRSchedule:
             elif self.bad_epochs > self.patience:
                 self.lr = max(self.lr * self.factor, self.min_lr)
                 self.cooldown_left, self.bad_epochs = self.cooldown, 0
+        return self.lr
+
+    def value(self, e: float) -> float:
+        """The exponential or cosine learning rate at (possibly fractional) epoch ``e``."""
+        if self.kind == "exponential":
+            return self.base_lr * self.gamma ** e
+        if self.kind == "cosine":
+            frac = min(e, self.period) / self.period
+            return self.min_lr + (self.base_lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
         return self.lr
 
     def state_dict(self) -> dict:
@@ -230,7 +240,8 @@ class LRSchedule:
 def _in_range(name: str, v: Any, upper_open: bool = False) -> float:
     v = float(v)
     if not (0 < v < 1 if upper_open else 0 < v <= 1):
-        raise ValueError(f"schedule_params['{name}']={v}: must be in (0, 1{')' if upper_open else ']'}")
+        close = ")" if upper_open else "]"
+        raise ValueError(f"schedule_params['{name}']={v}: must be in (0, 1{close}")
     return v
 
 
@@ -462,6 +473,9 @@ class Trainer:
             n_local, n_step = len(idx), sum(step_sizes)
             if not idx:  # shard exhausted on this rank: take part with zero weight
                 idx = order[:1].tolist()
+            if self.schedule.per_step and step > 0:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.schedule.value(epoch - 1 + step / n_steps)
             self.optimizer.zero_grad(set_to_none=True)
             loss = self._loss(self.net, idx, epoch, f"batch {step + 1}")
             # gradient of the mean over the step's items across ranks (DDP divides by W)
