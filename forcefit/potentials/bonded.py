@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..neighbors import Graph
+from .registry import register
 
 __all__ = [
     "HarmonicAngle",
@@ -273,7 +274,7 @@ def _per_type(value, n_types: int, name: str, what: str, *, positive: bool = Fal
         raise ValueError(f"{what}: parameter '{name}' is not finite: {v.tolist()}")
     if positive and (v <= 0).any():
         raise ValueError(f"{what}: parameter '{name}' must be > 0, got {v.tolist()}")
-    return torch.as_tensor(v, dtype=torch.float64)
+    return torch.as_tensor(v, dtype=torch.get_default_dtype())
 
 
 class _Bonded(nn.Module):
@@ -281,7 +282,7 @@ class _Bonded(nn.Module):
 
     cutoff: float = 0.0
     arity: int = 2
-    kind: str = ""
+    topology_name: str = "bonds"  # the constructor argument holding the topology
 
     def __init__(self, topology, types, units: dict | None):
         super().__init__()
@@ -294,7 +295,7 @@ class _Bonded(nn.Module):
         self.cutoff = 0.0
 
     def _base_config(self) -> dict:
-        cfg = {"type": type(self).__name__, "topology": self.topology.tolist(),
+        cfg = {"type": type(self).__name__, self.topology_name: self.topology.tolist(),
                "types": self.types.tolist()}
         if self.units:
             cfg["units"] = dict(self.units)
@@ -306,6 +307,7 @@ class _Bonded(nn.Module):
         return idx, types, bond_geometry(graph, idx, owner)
 
 
+@register
 class HarmonicBond(_Bonded):
     """Harmonic bonds E = 1/2 kb (r - b0)^2 over ``bonds`` (T, 2), one (kb, b0) per bond type.
 
@@ -333,18 +335,20 @@ class HarmonicBond(_Bonded):
 
     def bond_energy(self, r: torch.Tensor, bond_type: int = 0) -> torch.Tensor:
         """Energy of one bond of ``bond_type`` at lengths ``r`` (any shape)."""
-        return harmonic_bond_energy(r, self.kb[bond_type], self.b0[bond_type])
+        return harmonic_bond_energy(r, self.kb[bond_type].to(r.dtype),
+                                    self.b0[bond_type].to(r.dtype))
 
     def forward(self, graph: Graph, vectors: torch.Tensor | None = None) -> torch.Tensor:
         idx, types, (b,) = self._vectors(graph)
         r = b.norm(dim=-1)  # (S*T,)
-        e = harmonic_bond_energy(r, self.kb[types], self.b0[types])  # (S*T,)
+        e = harmonic_bond_energy(r, self.kb.to(r.dtype)[types], self.b0.to(r.dtype)[types])
         return _per_atom(graph, idx, e)
 
     def to_config(self) -> dict:
         return {**self._base_config(), "kb": self.kb.tolist(), "b0": self.b0.tolist()}
 
 
+@register
 class HarmonicAngle(_Bonded):
     """Harmonic angles E = 1/2 kth (theta - th0)^2 over ``angles`` (T, 3) = (i, j, k), j the apex.
 
@@ -352,6 +356,7 @@ class HarmonicAngle(_Bonded):
     """
 
     arity = 3
+    topology_name = "angles"
 
     def __init__(self, angles, kth=1.0, th0=math.pi / 2, types=None, *, units: dict | None = None):
         super().__init__(angles, types, units)
@@ -375,13 +380,15 @@ class HarmonicAngle(_Bonded):
     def forward(self, graph: Graph, vectors: torch.Tensor | None = None) -> torch.Tensor:
         idx, types, (b1, b2) = self._vectors(graph)
         theta = valence_angle(-b1, b2)  # (S*T,) angle at the apex between j->i and j->k
-        e = harmonic_angle_energy(theta, self.kth[types], self.th0[types])
+        e = harmonic_angle_energy(theta, self.kth.to(theta.dtype)[types],
+                                  self.th0.to(theta.dtype)[types])  # (S*T,)
         return _per_atom(graph, idx, e)
 
     def to_config(self) -> dict:
         return {**self._base_config(), "kth": self.kth.tolist(), "th0": self.th0.tolist()}
 
 
+@register
 class PeriodicDihedral(_Bonded):
     """Proper dihedrals E = kd (1 + cos(n phi - phi0)) over ``dihedrals`` (T, 4) = (i, j, k, l).
 
@@ -390,6 +397,7 @@ class PeriodicDihedral(_Bonded):
     """
 
     arity = 4
+    topology_name = "dihedrals"
 
     def __init__(self, dihedrals, kd=1.0, n=3, phi0=0.0, types=None, *,
                  units: dict | None = None):
@@ -405,7 +413,8 @@ class PeriodicDihedral(_Bonded):
     def forward(self, graph: Graph, vectors: torch.Tensor | None = None) -> torch.Tensor:
         idx, types, (b1, b2, b3) = self._vectors(graph)
         phi = dihedral_angle(b1, b2, b3)  # (S*T,)
-        e = periodic_dihedral_energy(phi, self.kd[types], self.n[types].to(phi), self.phi0[types])
+        e = periodic_dihedral_energy(phi, self.kd.to(phi.dtype)[types], self.n[types].to(phi),
+                                     self.phi0.to(phi.dtype)[types])  # (S*T,)
         return _per_atom(graph, idx, e)
 
     def to_config(self) -> dict:
@@ -413,6 +422,7 @@ class PeriodicDihedral(_Bonded):
                 "phi0": self.phi0.tolist()}
 
 
+@register
 class SplineBond(_Bonded):
     """Tabulated bond potential: a natural cubic spline E = S_type(r) on equally spaced knots.
 
@@ -450,7 +460,7 @@ class SplineBond(_Bonded):
                                  f"({self.n_types}, {n_knots}), got {tuple(v.shape)}")
             if not torch.isfinite(v).all():
                 raise ValueError("SplineBond: parameter 'values' is not finite")
-        self.values = nn.Parameter(v.clone().contiguous())
+        self.values = nn.Parameter(v.clone().contiguous().to(torch.get_default_dtype()))
         self.register_buffer("knots", knots)
         self.register_buffer("second_matrix",
                              natural_spline_second_derivatives(n_knots, self.spacing))
@@ -458,41 +468,19 @@ class SplineBond(_Bonded):
     def bond_energy(self, r: torch.Tensor, bond_type: int = 0) -> torch.Tensor:
         """Energy of one bond of ``bond_type`` at lengths ``r`` (any shape)."""
         flat = r.reshape(-1)
-        vals = self.values[bond_type].expand(len(flat), -1)  # (T, K)
-        second = (self.second_matrix.to(vals) @ self.values[bond_type]).expand(len(flat), -1)
+        v = self.values[bond_type].to(r.dtype)  # (K,)
+        vals = v.expand(len(flat), -1)  # (T, K)
+        second = (self.second_matrix.to(v) @ v).expand(len(flat), -1)  # (T, K)
         return spline_energy(flat, self.r_min, self.spacing, vals, second).reshape(r.shape)
 
     def forward(self, graph: Graph, vectors: torch.Tensor | None = None) -> torch.Tensor:
         idx, types, (b,) = self._vectors(graph)
         r = b.norm(dim=-1)  # (S*T,)
-        second = self.values @ self.second_matrix.to(self.values).T  # (types, K)
-        e = spline_energy(r, self.r_min, self.spacing, self.values[types], second[types])
+        values = self.values.to(r.dtype)  # (types, K)
+        second = values @ self.second_matrix.to(values).T  # (types, K)
+        e = spline_energy(r, self.r_min, self.spacing, values[types], second[types])  # (S*T,)
         return _per_atom(graph, idx, e)
 
     def to_config(self) -> dict:
         return {**self._base_config(), "r_min": self.r_min, "r_max": self.r_max,
                 "n_knots": self.n_knots, "values": self.values.tolist()}
-
-
-BONDED_TYPES: dict[str, type[_Bonded]] = {
-    "HarmonicBond": HarmonicBond,
-    "HarmonicAngle": HarmonicAngle,
-    "PeriodicDihedral": PeriodicDihedral,
-    "SplineBond": SplineBond,
-}
-
-
-def bonded_from_config(config: dict, state_dict=None) -> _Bonded:
-    """Rebuild a bonded term from :meth:`to_config` (and optionally load ``state_dict``)."""
-    cfg = dict(config)
-    kind = cfg.pop("type", None)
-    if kind not in BONDED_TYPES:
-        raise ValueError(f"config: field 'type': {kind!r} is not a bonded term "
-                         f"({sorted(BONDED_TYPES)})")
-    topo_key = {"HarmonicBond": "bonds", "HarmonicAngle": "angles",
-                "PeriodicDihedral": "dihedrals", "SplineBond": "bonds"}[kind]
-    cfg[topo_key] = cfg.pop("topology")
-    model = BONDED_TYPES[kind](**cfg)
-    if state_dict is not None:
-        model.load_state_dict(state_dict)
-    return model
