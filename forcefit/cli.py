@@ -57,13 +57,18 @@ class UserError(Exception):
 
 
 class _TqdmHandler(logging.Handler):
-    """Console handler that does not tear tqdm progress bars."""
+    """Console handler that does not tear tqdm progress bars; writes to the stdout of the
+    moment it was made (not to a later redirection)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stream = sys.stdout
 
     def emit(self, record):
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=sys.stdout)
+            tqdm.write(self.format(record), file=self.stream)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
 
@@ -494,20 +499,375 @@ def cmd_md(args) -> int:
 # --------------------------------------------------------------------------- fit, eval, ...
 
 
+def _grid_radial(cutoff: float, n: int) -> list[list[float]]:
+    """n shifted G2 functions: r_s evenly spaced on [1, rc - 0.5] A, eta = 1 / (2 dr^2)
+    with dr the spacing (Gaussians overlapping at half height); one centred one for n = 1."""
+    import numpy as np
+
+    if n <= 0:
+        return []
+    if n == 1:
+        return [[1.0 / cutoff**2, 0.0]]
+    rs = np.linspace(1.0, max(cutoff - 0.5, 1.5), n)  # (n,) A
+    eta = 1.0 / (2.0 * (rs[1] - rs[0]) ** 2)  # 1/A^2
+    return [[float(eta), float(r)] for r in rs]
+
+
+def _grid_angular(n: int) -> list[list[float]]:
+    """n angular rows [eta, zeta, lambda]: zeta in 1, 2, 4, 8, 16 each with lambda = +1 and
+    -1, eta = 0.005 1/A^2 for the first ten, 0.05 for the next ten, and so on."""
+    zetas = (1.0, 2.0, 4.0, 8.0, 16.0)
+    rows = []
+    for k in range(n):
+        eta = 0.005 * 10 ** (k // 10)
+        rows.append([eta, zetas[(k // 2) % 5], 1.0 if k % 2 == 0 else -1.0])
+    return rows
+
+
+def make_descriptor_set(d, species: list[int]):
+    """The :class:`~forcefit.descriptors.DescriptorSet` of a ``[descriptors]`` section."""
+    from .descriptors import DescriptorSet
+
+    g2 = [list(r) for r in (d.g2 or [])] + _grid_radial(d.cutoff, d.n_radial or 0)
+    angular = _grid_angular(d.n_angular or 0)
+    g4 = [list(r) for r in (d.g4 or [])] + (angular if d.angular_family == "g4" else [])
+    g5 = [list(r) for r in (d.g5 or [])] + (angular if d.angular_family == "g5" else [])
+    try:
+        return DescriptorSet(d.cutoff, species, g1=d.g1, g2=g2,
+                             sigmoid=[list(r) for r in (d.sigmoid or [])], g4=g4, g5=g5,
+                             cutoff_function=d.cutoff_function)
+    except ValueError as e:
+        raise UserError(f"[descriptors]: {e}") from None
+
+
+def config_species(cfg, structures) -> list[int]:
+    """Species of the descriptors: ``[descriptors] species`` (checked against the data) or the
+    elements present in the data."""
+    import numpy as np
+    from ase.data import atomic_numbers
+
+    if cfg.descriptors.species:
+        check_species(structures, cfg.descriptors.species, cfg.source)
+        return sorted(atomic_numbers[s] for s in cfg.descriptors.species)
+    return sorted({int(z) for s in structures for z in np.unique(s.numbers)})
+
+
+def read_config_data(cfg, paths=None):
+    """The structures of ``[data]`` (or of ``paths``), with groups checked against
+    ``[groups]``."""
+    d = cfg.data
+    structures = read_data(paths or d.paths, format=d.format, index=d.index,
+                           energy_key=d.energy_key, forces_key=d.forces_key,
+                           stress_key=d.stress_key, group_key=d.group_key,
+                           groups_from=d.groups_from)
+    present = sorted({s.group for s in structures})
+    for g in cfg.groups:
+        if g.name not in present:
+            from .config import _suggest
+
+            raise UserError(f"{cfg.source}: [groups.{g.name}]: no structure of the data is in "
+                            f"group '{g.name}'{_suggest(g.name, present)} (groups in the data: "
+                            f"{', '.join(present)})")
+    return structures
+
+
+def fit_settings(cfg, descriptors, *, quiet: bool = False):
+    """Map a :class:`~forcefit.config.Config` onto :class:`forcefit.fit.FitSettings`."""
+    from .data import GroupSpec
+    from .fit import FitSettings, ModelSettings, OutputSettings, TrainingSettings
+
+    m, t, o = cfg.model, cfg.training, cfg.output
+    model = ModelSettings(type=m.type, layer_sizes=list(m.layer_sizes), activation=m.activation,
+                          multi_element_option=m.multi_element_option, quadratic=m.quadratic,
+                          ridge=m.ridge, reference=m.reference,
+                          reference_energies=m.reference_energies)
+    training = TrainingSettings(
+        learning_rate=t.learning_rate, num_epochs=t.num_epochs, batch_size=t.batch_size,
+        energy_weight=t.energy_weight, force_weight=t.force_weight,
+        stress_weight=t.stress_weight, training_fraction=t.training_fraction,
+        shuffle=t.shuffle, optimizer=t.optimizer, schedule=t.schedule,
+        schedule_params=dict(t.schedule_params or {}), patience=t.patience,
+        max_time=t.max_time, gradient_clip=t.gradient_clip, per_atom_energy=t.per_atom_energy,
+        dtype=t.dtype, derivative_dtype=t.derivative_dtype,
+        save_state_output=t.save_state_output, save_state_input=t.save_state_input)
+    outputs = OutputSettings(metrics=o.metrics, dump_peratom=o.dump_peratom,
+                             dump_perconfig=o.dump_perconfig, dump_configs=o.dump_configs)
+    groups = {g.name: GroupSpec(g.training_size, g.testing_size, g.eweight, g.fweight, g.vweight)
+              for g in cfg.groups}
+    return FitSettings(descriptors=descriptors, model=model, training=training, groups=groups,
+                       outputs=outputs, output_dir=o.folder, seed=t.manual_seed, quiet=quiet)
+
+
+class _PrintToLog:
+    """A stdout stand-in that sends whole lines to the ``forcefit`` logger (so the per-epoch
+    lines of the trainer reach the log file)."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger, self.buf = logger, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            if line.strip():
+                self.logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf.strip():
+            self.logger.info(self.buf)
+        self.buf = ""
+
+
+class _EpochBar:
+    """Trainer callback: a tqdm bar over epochs with the latest losses."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="epoch", desc="training", disable=not enabled,
+                        leave=False)
+
+    def __call__(self, epoch, history) -> bool:
+        post = {"train": f"{history.train_loss[-1]:.4g}"}
+        if history.val_loss and history.val_loss[-1] is not None:
+            post["val"] = f"{history.val_loss[-1]:.4g}"
+        self.bar.set_postfix(post, refresh=False)
+        self.bar.update(1)
+        return False
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
+    """Read the data, fit, write metrics/files/plots; returns the FitResult."""
+    from .fit import fit_potential
+    from .train.metrics import format_metrics
+
+    t0 = time.perf_counter()
+    out = Path(cfg.output.folder)
+    log.info(f"forcefit fit {cfg.source} -> {out}")
+    if structures is None:
+        structures = read_config_data(cfg)
+    log.info("data: " + summarise_data(structures))
+    species = config_species(cfg, structures)
+    dset = make_descriptor_set(cfg.descriptors, species)
+    log.info(f"descriptors: {dset.n_features} features per atom, cutoff {dset.cutoff} A, "
+             f"{dset.cutoff_function} cutoff function")
+    settings = fit_settings(cfg, dset, quiet=quiet)
+    from .config import dumps_toml
+
+    _write_text(out / "config_used.toml", f"# the config of this fit (from {cfg.source})\n"
+                + dumps_toml(cfg))
+    bar = _EpochBar(cfg.training.num_epochs, _progress(quiet))
+    try:
+        with contextlib.redirect_stdout(_PrintToLog(logging.getLogger("forcefit.fit"))):
+            result = fit_potential(structures, settings, callbacks=[bar])
+    except ValueError as e:
+        raise UserError(f"fit: {e}") from None
+    finally:
+        bar.close()
+    h = result.history
+    if h is not None:
+        log.info(f"trained {len(h.epoch)} epochs in {sum(h.time):.1f} s "
+                 f"(stopped: {h.stop_reason})")
+    log.info("metrics (energy eV/atom, force eV/A, stress eV/A^3):\n"
+             + format_metrics(result.metrics).rstrip())
+    if plots and cfg.output.plots:
+        made = _fit_plots(out, result, species)
+        log.info("plots: " + ", ".join(p.name for p in made.values()))
+    for kind, p in sorted(result.paths.items()):
+        log.info(f"wrote {kind}: {p}")
+    log.info(f"done in {time.perf_counter() - t0:.1f} s")
+    return result
+
+
+def _fit_plots(out: Path, result, species) -> dict:
+    from . import plot
+
+    made = plot.plot_fit_outputs(out)
+    try:
+        made["dimer"] = plot.plot_pair_curves(result.model, species, out / "dimer_curves.png",
+                                              r_min=1.0, r_max=0.999 * result.model.cutoff)
+    except Exception as e:  # a plot must never lose a finished fit
+        log.warning(f"dimer curve plot skipped: {type(e).__name__}: {e}")
+    ds = result.dataset
+    if ds is not None and getattr(ds, "values", None) is not None:
+        names = getattr(result.model.descriptors, "feature_names", [])
+        made["histograms"] = plot.plot_descriptor_histograms(
+            ds.values.detach().double().numpy(), names, out / "descriptor_histograms.png")
+    return made
+
+
+def _apply_overrides(cfg, args) -> None:
+    if getattr(args, "output", None):
+        cfg.output.folder = str(Path(args.output).resolve())
+    if getattr(args, "epochs", None) is not None:
+        cfg.training.num_epochs = args.epochs
+    if getattr(args, "max_time", None) is not None:
+        cfg.training.max_time = args.max_time
+
+
 def cmd_fit(args) -> int:
-    raise UserError("fit: the fitting core (forcefit.fit) is not available yet")
+    cfg = load_any_config(args.config)
+    _apply_overrides(cfg, args)
+    with _logging(Path(cfg.output.folder), args.quiet, cfg.output.log):
+        run_fit(cfg, quiet=args.quiet, plots=not args.no_plots)
+    return 0
 
 
 def cmd_eval(args) -> int:
-    raise UserError("eval: the fitting core (forcefit.fit) is not available yet")
+    from . import plot
+    from .fit import evaluate_potential
+    from .train.metrics import format_metrics
+
+    potential, _ = _load_model(args.model)
+    structures = read_data(args.data, format=args.format, index=args.index,
+                           energy_key=args.energy_key, forces_key=args.forces_key,
+                           stress_key=args.stress_key, group_key=args.group_key,
+                           groups_from="none")
+    log.info(f"forcefit eval {args.model} on " + summarise_data(structures))
+    known = set(int(z) for z in potential.species)
+    from ase.data import chemical_symbols
+
+    for s in structures:
+        extra = set(s.numbers.tolist()) - known
+        if extra:
+            raise UserError(f"{s.name}: contains {', '.join(chemical_symbols[z] for z in extra)}"
+                            f", which the model {args.model} does not know (species "
+                            f"{', '.join(chemical_symbols[z] for z in sorted(known))})")
+    result = evaluate_potential(potential, structures, args.output)
+    log.info("metrics (energy eV/atom, force eV/A, stress eV/A^3):\n"
+             + format_metrics(result.metrics).rstrip())
+    if not args.no_plots:
+        made = plot.plot_parity_files(args.output)
+        log.info("plots: " + ", ".join(p.name for p in made.values()))
+    for kind, p in sorted(result.paths.items()):
+        log.info(f"wrote {kind}: {p}")
+    return 0
 
 
 def cmd_describe(args) -> int:
-    raise UserError("describe: the descriptors (forcefit.descriptors) are not available yet")
+    import numpy as np
+
+    from . import plot
+    from .descriptors import compute_dataset
+
+    cfg = load_any_config(args.config)
+    out = Path(args.output).resolve() if args.output else Path(cfg.output.folder)
+    with _logging(out, args.quiet, cfg.output.log):
+        structures = read_config_data(cfg)
+        log.info("data: " + summarise_data(structures))
+        dset = make_descriptor_set(cfg.descriptors, config_species(cfg, structures))
+        data = compute_dataset(dset, structures, derivatives=False, progress=_progress(
+            args.quiet))
+        values = _values_of(data)  # (atoms, features)
+        numbers = np.concatenate([s.numbers for s in structures])  # (atoms,)
+        owner = np.repeat(np.arange(len(structures)), [len(s) for s in structures])  # (atoms,)
+        _save_npz(out / "descriptors.npz", values=values, numbers=numbers, structure=owner,
+                  feature_names=np.array(dset.feature_names),
+                  names=np.array([s.name for s in structures]))
+        stats = _feature_stats(values, dset.feature_names)
+        _write_text(out / "descriptor_stats.dat", stats)
+        log.info(f"{values.shape[0]} atoms x {values.shape[1]} features -> "
+                 f"{out / 'descriptors.npz'}; statistics per feature in "
+                 f"{out / 'descriptor_stats.dat'}")
+        if not args.no_plots:
+            plot.plot_descriptor_histograms(values, dset.feature_names,
+                                            out / "descriptor_histograms.png")
+            plot.plot_descriptor_radial(dset, out / "descriptor_radial.png")
+            log.info("plots: descriptor_histograms.png, descriptor_radial.png")
+    return 0
+
+
+def _values_of(data):
+    """Values (atoms, features) as numpy from what ``compute_dataset`` returns."""
+    import numpy as np
+
+    for attr in ("values", "D"):
+        v = getattr(data, attr, None)
+        if v is not None:
+            break
+    else:
+        v = data[0] if isinstance(data, tuple) else data
+    if isinstance(v, (list, tuple)):
+        v = [x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x)
+             for x in v]
+        return np.concatenate(v)
+    return v.detach().cpu().double().numpy() if hasattr(v, "detach") else np.asarray(v)
+
+
+def _feature_stats(values, names) -> str:
+    """Per-feature statistics table: index, name, mean, std, min, max, fraction of zeros."""
+    import numpy as np
+
+    lines = ["# Index Name Mean Std Min Max Zero_Fraction"]
+    mean, std = values.mean(0), values.std(0)  # (features,)
+    lo, hi = values.min(0), values.max(0)  # (features,)
+    zero = (values == 0).mean(0)  # (features,)
+    for k, name in enumerate(names):
+        lines.append(f"{k} {name.replace(' ', '')} {mean[k]:.8e} {std[k]:.8e} {lo[k]:.8e} "
+                     f"{hi[k]:.8e} {zero[k]:.4f}")
+    if not len(names):
+        lines.append(f"# no features ({np.shape(values)})")
+    return "\n".join(lines) + "\n"
+
+
+def _save_npz(path: Path, **arrays) -> Path:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def cmd_demo(args) -> int:
-    raise UserError("demo: the fitting core (forcefit.fit) is not available yet")
+    """Cu EMT data -> demo.toml -> fit -> metrics table and plots, all in ``--output``."""
+    from .config import load_config
+    from .demo import default_demo_config, make_cu_dataset
+    from .io import write_extxyz
+
+    out = Path(args.output).resolve()
+    n = 40 if args.quick else args.n_configs
+    max_time = 30.0 if args.quick else args.max_time
+    t0 = time.perf_counter()
+    log.info(f"forcefit demo: making {n} Cu configurations with ASE's EMT calculator ...")
+    structures = make_cu_dataset(n, seed=args.seed)
+    data = out / "cu_emt_demo.extxyz"
+    out.mkdir(parents=True, exist_ok=True)
+    write_extxyz(data, structures)  # atomic (temp file + os.replace)
+    log.info(f"wrote {data} ({len(structures)} structures, "
+             f"{sum(len(s) for s in structures)} atoms) in {time.perf_counter() - t0:.1f} s")
+    table = default_demo_config(data.name, ".", epochs=args.epochs, max_time=max_time)
+    table["training"]["manual_seed"] = args.seed
+    from .config import Config, parse_config
+
+    cfg: Config = parse_config(table, source=str(out / "demo.toml"), root=out)
+    from .config import dumps_toml
+
+    _write_text(out / "demo.toml", "# the demo's config: rerun with 'forcefit fit demo.toml'\n"
+                + dumps_toml(cfg).replace(str(out) + "/", "").replace(str(out), "."))
+    cfg = load_config(out / "demo.toml")
+    result = run_fit(cfg, quiet=args.quiet)
+    f = result.metric("*ALL", "Test", "Force")
+    e = result.metric("*ALL", "Test", "Energy")
+    if f is not None and e is not None:
+        summary = (f"demo: test force RMSE {f.rmse * 1e3:.1f} meV/A, test energy RMSE "
+                   f"{e.rmse * 1e3:.2f} meV/atom; total {time.perf_counter() - t0:.0f} s; "
+                   f"model {result.paths.get('model')}")
+        log.info(summary)
+        if args.quiet:
+            print(summary)
+    return 0
 
 
 COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "describe": cmd_describe, "relax": cmd_relax,
@@ -520,7 +880,7 @@ def _log_folder(args) -> Path | None:
         return Path(args.output)
     if args.command in ("relax", "md"):
         return Path(args.structure).resolve().parent
-    return None  # fit/describe open their log once the config names the folder
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,6 +910,8 @@ def main(argv: list[str] | None = None) -> int:
 
         known += (PlotError,)
     try:
+        if args.command in ("fit", "describe"):  # they open their log in the config's folder
+            return COMMANDS[args.command](args)
         with _logging(_log_folder(args), args.quiet):
             return COMMANDS[args.command](args)
     except known as e:

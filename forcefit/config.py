@@ -99,24 +99,26 @@ class DataConfig:
 
 @dataclasses.dataclass
 class DescriptorConfig:
-    """``[descriptors]``: the atom-centred descriptor set (Angstrom, 1/Angstrom^2 for eta).
+    """``[descriptors]``: Behler-Parrinello symmetry functions (Angstrom, eta in 1/Angstrom^2).
 
-    Either explicit parameter lists (``radial``: tables with ``eta``, ``r_s``; ``angular``:
-    tables with ``eta``, ``zeta``, ``lambda``) or the generator counts ``n_radial`` and
-    ``n_angular``. ``species`` (chemical symbols) defaults to the elements found in the data.
+    Explicit rows as :class:`forcefit.descriptors.DescriptorSet` takes them: ``g2 = [[eta,
+    r_s], ...]``, ``sigmoid = [[r0, dr], ...]``, ``g4``/``g5 = [[eta, zeta, lambda], ...]``,
+    ``g1 = true``; or the generated grids ``n_radial`` (G2) and ``n_angular`` (G4 or G5 after
+    ``angular_family``), added to any explicit rows. ``species`` (chemical symbols) defaults
+    to the elements found in the data.
     """
 
     cutoff: float
-    family: Literal["behler", "sigmoid"] = "behler"
-    cutoff_function: Literal["cosine", "polynomial"] = "cosine"
     species: list[str] | None = None
+    cutoff_function: Literal["cosine", "polynomial"] = "cosine"
+    g1: bool = False
+    g2: list[list[float]] | None = None
+    sigmoid: list[list[float]] | None = None
+    g4: list[list[float]] | None = None
+    g5: list[list[float]] | None = None
     n_radial: int | None = None
     n_angular: int | None = None
     angular_family: Literal["g4", "g5"] = "g4"
-    radial: list[dict] | None = None
-    angular: list[dict] | None = None
-    #: descriptor-family options not listed here, passed through unchanged
-    options: dict | None = None
 
 
 @dataclasses.dataclass
@@ -169,6 +171,8 @@ class TrainingConfig:
     gradient_clip: float | None = None
     per_atom_energy: bool = True
     dtype: Literal["float32", "float64"] = "float64"
+    derivative_dtype: Literal["float32", "float64"] | None = None
+    schedule_params: dict | None = None
 
 
 @dataclasses.dataclass
@@ -180,7 +184,7 @@ class GroupConfig:
     testing_size: float = 0.0
     eweight: float = 1.0
     fweight: float = 1.0
-    vweight: float = 0.0
+    vweight: float = 1.0
 
 
 @dataclasses.dataclass
@@ -191,7 +195,7 @@ class OutputConfig:
     metrics: str = "metrics.dat"
     dump_peratom: bool = True
     dump_perconfig: bool = True
-    dump_configs: bool = False
+    dump_configs: bool = True
     plots: bool = True
     log: str = "forcefit.log"
 
@@ -412,6 +416,15 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
         v = getattr(d, key)
         if v is not None and v < 0:
             errors.append(f"[descriptors] {key}: must be >= 0, got {v}")
+    for key, width, cols in (("g2", 2, "[eta, r_s]"), ("sigmoid", 2, "[r0, dr]"),
+                             ("g4", 3, "[eta, zeta, lambda]"), ("g5", 3, "[eta, zeta, lambda]")):
+        for k, row in enumerate(getattr(d, key) or []):
+            if len(row) != width:
+                errors.append(f"[descriptors] {key}: row {k} has {len(row)} numbers, expected "
+                              f"{width} {cols}")
+    if not (d.g1 or d.g2 or d.sigmoid or d.g4 or d.g5 or d.n_radial or d.n_angular):
+        errors.append("[descriptors]: no functions; set n_radial / n_angular or give rows "
+                      "g2, g4, g5, sigmoid (or g1 = true)")
     if t.learning_rate <= 0:
         errors.append(f"[training] learning_rate: must be positive, got {t.learning_rate}")
     if t.num_epochs < 0:
@@ -447,8 +460,8 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
                       + _suggest(m.reference_energies, ["fit", "none"]))
     if isinstance(m.reference_energies, dict):
         _check_symbols(m.reference_energies, "[model] reference_energies", errors)
-    if m.reference is not None and "type" not in m.reference:
-        errors.append("[model] reference: a potential table needs a 'type' (e.g. type = \"ZBL\")")
+    if m.reference is not None:
+        _check_reference(m.reference, errors)
     if d.species is not None:
         _check_symbols(d.species, "[descriptors] species", errors)
     if cfg.data.group_key is not None and cfg.data.groups_from != "none":
@@ -465,6 +478,26 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
         for key in ("eweight", "fweight", "vweight"):
             if getattr(g, key) < 0:
                 errors.append(f"{where} {key}: must be >= 0, got {getattr(g, key)}")
+
+
+def _check_reference(ref: dict, errors: list[str]) -> None:
+    """The reference potential table must build through the potentials registry."""
+    if "type" not in ref:
+        errors.append("[model] reference: a potential table needs a 'type' (e.g. type = \"ZBL\")")
+        return
+    try:
+        from .potentials import from_config, registered
+    except ImportError:  # pragma: no cover - the potentials layer is part of the package
+        return
+    names = sorted(registered())
+    if ref["type"] not in names:
+        errors.append(f"[model] reference: unknown potential type {ref['type']!r}"
+                      + _suggest(ref["type"], names) + f" (known: {', '.join(names)})")
+        return
+    try:
+        from_config(dict(ref))
+    except (TypeError, ValueError, KeyError) as e:
+        errors.append(f"[model] reference: {e}")
 
 
 def _check_symbols(symbols, where: str, errors: list[str]) -> None:

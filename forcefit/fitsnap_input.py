@@ -285,10 +285,10 @@ def _zbl_from_reference(ref: dict[str, str], where: str, notes: list[str]) -> di
             notes.append(f"[REFERENCE] {key} = {value}: not honoured")
     if ref.get("units", "metal") != "metal":
         notes.append(f"[REFERENCE] units = {ref['units']}: forcefit works in metal units")
-    out = {"type": "ZBL", "inner": inner, "outer": outer}
     if z is not None:
-        out["z"] = z
-    return out
+        notes.append(f"[REFERENCE] ZBL atomic numbers {' '.join(map(str, z))}: forcefit's ZBL "
+                     "takes Z from each atom")
+    return {"type": "ZBL", "inner": inner, "outer": outer}
 
 
 def read_fitsnap_input(path: str | Path, *, check_paths: bool = True) -> Config:

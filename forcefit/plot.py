@@ -239,6 +239,15 @@ def plot_parity_files(folder: str | Path, out_folder: str | Path | None = None,
                             quantity="stress", unit="eV/A^3")
                 ax.set_title("stress components")
                 made["stress"] = save_figure(fig, out_folder / f"{prefix}_stress.png")
+    if "stress" not in made and (folder / "predictions.extxyz").exists():
+        stress = read_stress_predictions(folder / "predictions.extxyz")
+        if stress is not None:
+            s_true, s_pred, s_test = stress
+            fig, ax = plt.subplots(figsize=(5, 5))
+            parity_plot(ax, s_true, s_pred, np.repeat(s_test[:, None], s_true.shape[1], 1),
+                        quantity="stress", unit="eV/A^3")
+            ax.set_title("stress components")
+            made["stress"] = save_figure(fig, out_folder / f"{prefix}_stress.png")
     peratom = folder / "peratom.dat"
     if peratom.exists():
         t = read_table(peratom)
@@ -250,6 +259,28 @@ def plot_parity_files(folder: str | Path, out_folder: str | Path | None = None,
         ax.set_title("force components")
         made["forces"] = save_figure(fig, out_folder / f"{prefix}_forces.png")
     return made
+
+
+def read_stress_predictions(path: str | Path):
+    """(truth (S, 9), prediction (S, 9), testing (S,)) of the labelled periodic structures in a
+    ``predictions.extxyz`` dump (info keys ``stress_true``, ``stress_pred``, ``testing``), or
+    None when it holds no stress."""
+    from ase.io import iread
+
+    t, p, test = [], [], []
+    try:
+        for k, atoms in enumerate(iread(str(path), index=":", format="extxyz")):
+            info = atoms.info
+            if "stress_true" in info and "stress_pred" in info:
+                t.append(np.asarray(info["stress_true"], dtype=np.float64).reshape(-1))
+                p.append(np.asarray(info["stress_pred"], dtype=np.float64).reshape(-1))
+                test.append(bool(info.get("testing", False)))
+    except Exception as e:  # a broken dump: say which file
+        raise PlotError(f"{path}: cannot read the predictions dump ({type(e).__name__}: {e})"
+                        ) from None
+    if not t:
+        return None
+    return np.array(t), np.array(p), np.array(test)
 
 
 # --------------------------------------------------------------------------- curves

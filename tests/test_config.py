@@ -153,7 +153,7 @@ def test_fitsnap_ta_input_translates():
     assert (t.energy_weight, t.force_weight) == (1e-2, 1.0)
     assert t.save_state_output == "Ta_Pytorch.pt"
     assert m.layer_sizes == ["num_desc", 64, 64, 1] and m.multi_element_option == 1
-    assert m.reference == {"type": "ZBL", "inner": 4.0, "outer": 4.8, "z": [73]}
+    assert m.reference == {"type": "ZBL", "inner": 4.0, "outer": 4.8}
     assert m.reference_energies == {"Ta": 0.0}
     assert cfg.descriptors.cutoff == pytest.approx(4.67637)
     assert cfg.descriptors.species == ["Ta"]
