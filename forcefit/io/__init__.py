@@ -46,8 +46,6 @@ __all__ = ["ReadError", "read", "read_ase", "read_fitsnap_folder", "read_fitsnap
            "read_miniff_json", "read_npy_trajectory", "write_extxyz"]
 
 _NPY_KEYS = {"forces", "energies", "numbers", "cell", "pbc", "length_unit", "energy_unit"}
-_ASE_ONLY = ("energy_key", "forces_key", "stress_key", "energies_key", "group_key",
-             "weight_key")
 
 
 def _expand(spec) -> list[Path]:
@@ -109,6 +107,7 @@ def read(
     unknown = set(npy) - _NPY_KEYS
     if unknown:
         raise TypeError(f"read: unexpected keyword argument(s) {sorted(unknown)}")
+
     def _read_ase(path: Path, fmt: str | None) -> list[Structure]:
         return read_ase(path, fmt, index=index, energy_key=energy_key, forces_key=forces_key,
                         stress_key=stress_key, energies_key=energies_key, group=group,
