@@ -74,6 +74,18 @@ def test_random_skewed_triclinic_cells_match_ase(seed):
     assert len(e) > 0
 
 
+def test_atoms_many_cells_outside_the_box():
+    rng = np.random.default_rng(3)
+    s = random_triclinic(rng, 6)
+    far = Structure(numbers=s.numbers, cell=s.cell, pbc=True,
+                    positions=s.positions + rng.integers(-50, 50, (6, 3)) @ s.cell)
+    e = check_contract(far, cutoff=4.0)
+    assert np.abs(e.shift).max() > 10
+    # same physical edges as the wrapped structure: compare sorted distances
+    np.testing.assert_allclose(np.sort(e.distances), np.sort(neighbor_list(s, 4.0).distances),
+                               rtol=1e-10)
+
+
 @pytest.mark.parametrize("pbc", [(True, False, True), (False, True, False), (True, True, False)])
 def test_mixed_pbc_matches_ase(pbc):
     rng = np.random.default_rng(sum(pbc) + 10 * pbc[0])
