@@ -222,7 +222,8 @@ def cubic_spline(r: Tensor, knots: Tensor, y: Tensor, m: Tensor) -> Tensor:
     ``y`` and ``m`` are per edge: (edges, knots).
     """
     n = knots.shape[0] - 1
-    rc = torch.clamp(r, min=float(knots[0]))  # (edges,)
+    low = r < knots[0]  # (edges,)
+    rc = torch.where(low, knots[0], r)  # (edges,) inside the knot range
     k = torch.clamp(torch.searchsorted(knots, rc.detach(), right=True) - 1, 0, n - 1)
     x0, x1 = knots[k], knots[k + 1]  # (edges,)
     h = x1 - x0
@@ -234,5 +235,5 @@ def cubic_spline(r: Tensor, knots: Tensor, y: Tensor, m: Tensor) -> Tensor:
     val = (m0 * a**3 + m1 * b**3) / (6 * h) + (y0 / h - m0 * h / 6) * a + (y1 / h - m1 * h / 6) * b
     h0 = knots[1] - knots[0]
     slope0 = (y[:, 1] - y[:, 0]) / h0 - h0 * (2 * m[:, 0] + m[:, 1]) / 6  # (edges,)
-    below = torch.clamp(r - knots[0], max=0.0)  # (edges,) <= 0
+    below = torch.where(low, r - knots[0], torch.zeros_like(r))  # (edges,) <= 0
     return val + slope0 * below

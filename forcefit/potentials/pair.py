@@ -20,6 +20,10 @@ writes the full n x n table.
 
 Index names: ``edges`` (directed pairs of the graph), ``pairs`` (unique species pairs),
 ``knots``.
+
+Parameters are created in float64 whatever torch's default dtype, so the values given are
+kept exactly; ``model.to(torch.float32)`` converts them for float32 work, and ``forward``
+computes in the dtype of ``vectors``.
 """
 
 from __future__ import annotations
@@ -134,8 +138,7 @@ class PairPotential(nn.Module):
         self.register_buffer("_pair_index", pair_index, persistent=False)
 
     def _param(self, name: str, value, trailing: tuple[int, ...] = ()) -> None:
-        dtype = torch.get_default_dtype()
-        setattr(self, name, nn.Parameter(pair_values(value, self.species, name, trailing).to(dtype)))
+        setattr(self, name, nn.Parameter(pair_values(value, self.species, name, trailing)))
 
     def _table(self, name: str):
         """JSON form of a per-pair parameter: scalar/list, or the full n x n table."""
@@ -346,10 +349,9 @@ class SplinePair(PairPotential):
         self.bc = str(bc)
         self.slopes = tuple(float(s) for s in slopes)
         gmat, gvec = K.spline_second_derivative_map(knots_t, self.bc, self.slopes)
-        dtype = torch.get_default_dtype()
-        self.register_buffer("knots", knots_t.to(dtype), persistent=False)
-        self.register_buffer("_gmat", gmat.to(dtype), persistent=False)
-        self.register_buffer("_gvec", gvec.to(dtype), persistent=False)
+        self.register_buffer("knots", knots_t, persistent=False)
+        self.register_buffer("_gmat", gmat, persistent=False)
+        self.register_buffer("_gvec", gvec, persistent=False)
         self._param("values", values, (len(knots_t) - 1,))
 
     def pair_energy(self, r, pair, zi, zj):

@@ -51,7 +51,7 @@ class StillingerWeber(nn.Module):
     """Stillinger-Weber potential; defaults are the original silicon parameters.
 
     Trainable: ``epsilon``, ``sigma``, ``lam``, ``gamma``, ``cos_theta0``, ``A``, ``B``.
-    Fixed: ``a`` (cutoff = a sigma), exponents ``p``, ``q``.
+    Fixed: ``a`` (cutoff = a sigma), exponents ``p``, ``q``. Parameters are float64.
     """
 
     def __init__(self, epsilon=SI_1985["epsilon"], sigma=SI_1985["sigma"], a=SI_1985["a"],
@@ -65,7 +65,7 @@ class StillingerWeber(nn.Module):
             v = float(v)
             if not torch.isfinite(torch.tensor(v)):
                 raise ValueError(f"StillingerWeber: parameter {name} is not finite ({v})")
-            setattr(self, name, nn.Parameter(torch.tensor(v, dtype=torch.get_default_dtype())))
+            setattr(self, name, nn.Parameter(torch.tensor(v, dtype=torch.float64)))
         self.a, self.p, self.q = float(a), float(p), float(q)
         if not (self.a > 0 and float(sigma) > 0):
             raise ValueError(f"StillingerWeber: a and sigma must be positive, got a={a}, "
