@@ -172,6 +172,30 @@ def test_miniff_bise_reads_all_10_frames():
     assert max(energies) == pytest.approx(-65891.44, abs=0.01)
 
 
+def test_miniff_bise_force_sign_observation():
+    """Pins the data property documented in forcefit.io.miniff (stored sign looks like dE/dr).
+
+    Compressed pairs (shortest 10 % within 3.6 A) are mostly pulled together by the stored
+    vectors; with negate_forces=True they are mostly pushed apart, as forces should.
+    """
+    from forcefit.neighbors import neighbor_list
+
+    p = need("bise_miniff") / "amorphous_bise_10frames.json"
+
+    def repulsive_fraction(s):
+        e = neighbor_list(s, 3.6)
+        half = e.i < e.j
+        unit = e.vectors[half] / e.distances[half, None]  # (pairs, 3)
+        apart = np.sum((s.forces[e.j[half]] - s.forces[e.i[half]]) * unit, axis=1)  # (pairs,)
+        short = e.distances[half] < np.percentile(e.distances[half], 10)
+        return np.mean(apart[short] > 0)
+
+    stored = [repulsive_fraction(s) for s in read(p)]
+    flipped = [repulsive_fraction(s) for s in fio.read_miniff_json(p, negate_forces=True)]
+    assert max(stored) < 0.5 and min(flipped) > 0.5
+    np.testing.assert_allclose(np.array(stored) + np.array(flipped), 1.0)
+
+
 def test_miniff_units_and_errors(tmp_path):
     rec = {"vectors": {"data": [[4, 0, 0], [0, 4, 0], [0, 0, 4]], "units": "nm"},
            "coordinates": {"data": [[0, 0, 0], [0.5, 0.5, 0.5]]},
