@@ -216,3 +216,13 @@ def test_edge_vectors_are_differentiable_in_positions_and_cell():
         return g.edge_vectors(p, c).norm(dim=1).sum()
 
     assert torch.autograd.gradcheck(total_length, (pos, cell))
+
+
+def test_empty_structure_and_empty_batch():
+    empty = Structure(numbers=[], positions=np.zeros((0, 3)))
+    e = neighbor_list(empty, 3.0)
+    assert len(e) == 0 and e.vectors.shape == (0, 3)
+    g = build_graph([empty, Structure(numbers=[1], positions=[[0, 0, 0]])], 3.0)
+    assert g.n_atoms.tolist() == [0, 1] and g.batch.tolist() == [1] and g.i.shape == (0,)
+    g = build_graph([], 3.0)
+    assert g.cell.shape == (0, 3, 3) and g.positions.shape == (0, 3) and g.n_structures == 0
