@@ -200,10 +200,12 @@ class CGData:
         return minimum_image(d, self.cell, self.pbc.expand(len(d), 3))
 
     def projected_forces(self, i: int, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Distance r_ij (frames,) and the forces on i and j projected on the unit vector
-        u = (r_j - r_i)/r (frames, 2): a bond with E(r) gives F_j.u = -dE/dr, F_i.u = +dE/dr."""
+        """Distance r_ij (frames,) and the force on each of the two sites projected on the
+        outward axis (away from the other site), (frames, 2): F_i.(-u) and F_j.u with
+        u = (r_j - r_i)/r. For a bond energy E(r) both equal -dE/dr."""
         d = self.pair_vectors(i, j)  # (F, 3)
         r = d.norm(dim=-1)  # (F,)
         u = d / r[:, None]  # (F, 3)
-        proj = torch.stack([(self.forces[:, i] * u).sum(-1), (self.forces[:, j] * u).sum(-1)], 1)
+        proj = torch.stack([-(self.forces[:, i] * u).sum(-1), (self.forces[:, j] * u).sum(-1)],
+                           1)  # (F, 2)
         return r, proj  # (F,), (F, 2)

@@ -215,10 +215,10 @@ def force_matching(model: nn.Module, data: CGData, config: ForceMatchingConfig |
 
 
 def _decay_params(final_fraction: float) -> dict:
-    """The trainer's exponential schedule: per epoch, gamma = f^(1/epochs), so the rate falls
-    to ``final_fraction`` f of its start over the run (chemtrain decays per step to the same
-    end point)."""
-    return {"final_fraction": float(final_fraction)}
+    """The trainer's exponential schedule applied per optimiser step:
+    lr(k) = lr_0 f^(k / steps), from lr_0 down to ``final_fraction`` f of it over the run, as
+    optax ``exponential_decay`` in the chemtrain seed."""
+    return {"final_fraction": float(final_fraction), "per_step": True}
 
 
 # ---------------------------------------------------------------------------------------------

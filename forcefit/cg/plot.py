@@ -61,16 +61,19 @@ def plot_distance_histogram(distances, path, *, bins: int = 100, label: str = "r
 def plot_projected_force(distances, projected, path, *, curves: dict | None = None,
                          units: dict | None = None, label: str = "r") -> Path:
     """Scatter of projected forces (frames,) or (frames, 2) against ``distances`` (frames,),
-    with ``curves`` {name: (r, force)} drawn as lines."""
+    with ``curves`` {name: (r, force)} drawn as lines (see :meth:`CGData.projected_forces`:
+    project on the outward axis so that every column estimates -dE/dr)."""
     plt = _figure()
     r = np.asarray(distances, dtype=np.float64).reshape(-1)
     f = np.asarray(projected, dtype=np.float64).reshape(len(r), -1)
     u = units or {}
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for k in range(f.shape[1]):
-        ax.scatter(r, f[:, k], s=1, alpha=0.3, label=f"reference, site {k + 1}")
-    for name, (rc, fc) in (curves or {}).items():
-        ax.plot(np.asarray(rc), np.asarray(fc), lw=2, label=name)
+        ax.scatter(r, f[:, k], s=1, alpha=0.25, color=("tab:red", "tab:blue")[k % 2],
+                   label=f"reference, site {k + 1}")
+    for n, (name, (rc, fc)) in enumerate((curves or {}).items()):
+        ax.plot(np.asarray(rc), np.asarray(fc), lw=2, color=("black", "tab:green", "gold")[n % 3],
+                ls=("-", "--", ":")[n % 3], label=name)
     ax.set_xlabel(f"distance {label}" + (f" [{u['length']}]" if "length" in u else ""))
     unit = f" [{u['energy']}/{u['length']}]" if "length" in u and "energy" in u else ""
     ax.set_ylabel("force along the axis" + unit)
