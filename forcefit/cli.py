@@ -606,6 +606,8 @@ class _PrintToLog:
         self.logger, self.buf = logger, ""
 
     def write(self, text: str) -> int:
+        if "\r" in text or "\x1b" in text:  # a progress bar redraw: not a log line
+            return len(text)
         self.buf += text
         while "\n" in self.buf:
             line, self.buf = self.buf.split("\n", 1)
@@ -655,15 +657,22 @@ def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
     dset = make_descriptor_set(cfg.descriptors, species)
     log.info(f"descriptors: {dset.n_features} features per atom, cutoff {dset.cutoff} A, "
              f"{dset.cutoff_function} cutoff function")
-    settings = fit_settings(cfg, dset, quiet=quiet)
+    # the core prints its per-epoch lines; they go through the logger (console unless quiet,
+    # always the log file), so the core itself is never quiet
+    settings = fit_settings(cfg, dset, quiet=False)
     from .config import dumps_toml
 
     _write_text(out / "config_used.toml", f"# the config of this fit (from {cfg.source})\n"
                 + dumps_toml(cfg))
     bar = _EpochBar(cfg.training.num_epochs, _progress(quiet))
     try:
-        with contextlib.redirect_stdout(_PrintToLog(logging.getLogger("forcefit.fit"))):
+        to_log = _PrintToLog(logging.getLogger("forcefit.fit"))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(contextlib.redirect_stdout(to_log))
+            if quiet:  # descriptor progress bars and notes on stderr: to the log file only
+                stack.enter_context(contextlib.redirect_stderr(to_log))
             result = fit_potential(structures, settings, callbacks=[bar])
+        to_log.flush()
     except ValueError as e:
         raise UserError(f"fit: {e}") from None
     finally:
