@@ -3,10 +3,13 @@
 Data flows one way: io -> neighbors -> descriptors -> data -> models -> train -> deploy.
 """
 
+from .io import ReadError, read, write_extxyz
 from .neighbors import Edges, Graph, build_graph, neighbor_list
 from .structure import Structure, StructureError
 
 __version__ = "0.1.0"
 
-__all__ = ["Edges", "Graph", "Structure", "StructureError", "build_graph", "neighbor_list",
-           "__version__"]
+__all__ = [
+    "Edges", "Graph", "ReadError", "Structure", "StructureError", "build_graph", "neighbor_list",
+    "read", "write_extxyz", "__version__",
+]
