@@ -353,7 +353,7 @@ def _compute_descriptors(dset, structures, derivatives, dtype, ddtype, chunk, pr
     if compute_dataset is not None and type(dset).__module__.startswith("forcefit.descriptors"):
         try:
             res = compute_dataset(dset, structures, derivatives=derivatives, dtype=dtype,
-                                  progress=progress)
+                                  derivative_dtype=ddtype, progress=progress)
             vals, dd = _normalise_result(res, n_atoms, n_edges, derivatives)
         except TypeError as err:
             warnings.warn(f"compute_dataset result not understood ({err}); computing per chunk",
