@@ -407,6 +407,11 @@ def test_default_collate_and_validation_autograd():
 
 
 # ----------------------------------------------------------------------------- distributed
+class LinearWithMethod(torch.nn.Linear):
+    def predict(self, x):
+        return self(x).squeeze(-1)
+
+
 def _ddp_worker(rank, world, out_dir):
     """Runs on each of 2 gloo ranks; saves what the parent checks."""
     torch.set_num_threads(1)
@@ -420,6 +425,20 @@ def _ddp_worker(rank, world, out_dir):
                               distributed_mode=mode)
             hist = Trainer(model, mse, items, items[:5], config=cfg, quiet=True).fit()
             out[f"{mode}_{n}"] = (params_of(model), hist.train_loss, hist.val_loss)
+    # a loss calling a model method goes through DDP too; bypassing the wrapper is refused
+    items = regression_items(16)
+    cfg = TrainConfig(learning_rate=0.5, num_epochs=4, batch_size=2, shuffle=False)
+    torch.manual_seed(0)
+    model = LinearWithMethod(4, 1).double()
+    Trainer(model, lambda m, b: ((m.predict(b[0]) - b[1]) ** 2).mean(), items, items[:5],
+            config=cfg, quiet=True).fit()
+    out["method"] = params_of(model)
+    bare = torch.nn.Linear(4, 1).double()
+    try:
+        Trainer(bare, lambda m, b: mse(bare, b), items, config=cfg, quiet=True).fit()
+        out["bypass"] = "no error"
+    except TrainingError as exc:
+        out["bypass"] = str(exc)
     items = regression_items(13)
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1).double()
@@ -469,9 +488,12 @@ def test_distributed_two_gloo_ranks(tmp_path):
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key in r0:  # every rank ends with the same parameters and losses
-        if key != "shuffled_losses":
+        if key not in ("shuffled_losses", "bypass"):
             assert_bitwise(r0[key][0] if isinstance(r0[key], tuple) else r0[key],
                            r1[key][0] if isinstance(r1[key], tuple) else r1[key])
+    assert_bitwise(r0["method"], r0["ddp_16"][0])
+    for r in (r0, r1):
+        assert "did not run the model through the DDP wrapper" in r["bypass"], r["bypass"]
     assert r0["shuffled_losses"] == r1["shuffled_losses"]
     assert r0["shuffled_losses"][-1] < 0.5 * r0["shuffled_losses"][0]
     for n, bs in ((16, 2), (13, 3)):

@@ -12,6 +12,8 @@ are computed once. Shard sizes differ by at most one item.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import socket
 from typing import Any, Callable
@@ -71,25 +73,55 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
-class ForcefitDDP(DistributedDataParallel):
-    """``DistributedDataParallel`` that forwards unknown attributes (``cutoff``, ...) to the model.
+class MethodRouter(torch.nn.Module):
+    """Wraps a model so that DDP's ``forward`` can run any of its methods.
 
-    Loss functions may read model attributes through the wrapper; gradients are only averaged
-    for computations that go through ``forward`` (``model(...)``), as with any DDP model.
+    ``router(*args, _forcefit_method="predict", **kw)`` calls ``model.predict(*args, **kw)``;
+    the default is ``forward``. ``calls`` counts the calls, so the trainer can tell when a loss
+    function bypassed the DDP wrapper (its gradients would then not be averaged).
+    """
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, *args: Any, _forcefit_method: str = "forward", **kwargs: Any) -> Any:
+        self.calls += 1
+        return getattr(self.inner, _forcefit_method)(*args, **kwargs)
+
+
+class ForcefitDDP(DistributedDataParallel):
+    """``DistributedDataParallel`` over a :class:`MethodRouter`, looking like the model.
+
+    ``wrapper(...)`` runs the model's ``forward``; ``wrapper.some_method(...)`` runs the model's
+    method through DDP's forward as well (so its gradients are averaged); other attributes
+    (``cutoff``, ...) are the model's. Submodules reached through it (``wrapper.atomic(...)``)
+    are the bare submodules: calling them bypasses DDP, and the trainer then raises.
     """
 
     def __getattr__(self, name: str) -> Any:
         try:
             return super().__getattr__(name)
         except AttributeError:
-            return getattr(super().__getattr__("module"), name)
+            pass
+        router = super().__getattr__("module")
+        value = getattr(router.inner, name)
+        if inspect.ismethod(value) and value.__self__ is router.inner:
+            return functools.partial(self.__call__, _forcefit_method=name)
+        return value
+
+    @property
+    def router_calls(self) -> int:
+        """How many times the model was run through this wrapper."""
+        return super().__getattr__("module").calls
 
 
 def wrap_ddp(model: torch.nn.Module, find_unused_parameters: bool = False) -> ForcefitDDP:
     """Wrap ``model`` in DDP on the device of its parameters (``device_ids`` set on CUDA)."""
     device = next(model.parameters()).device
     device_ids = [device] if device.type == "cuda" else None
-    return ForcefitDDP(model, device_ids=device_ids,
+    return ForcefitDDP(MethodRouter(model), device_ids=device_ids,
                        find_unused_parameters=find_unused_parameters)
 
 

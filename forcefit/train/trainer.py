@@ -302,8 +302,8 @@ class Trainer:
     """Train ``model`` on ``train_items`` with ``loss_fn``; see the module docstring.
 
     Parameters: ``loss_fn(model, batch) -> scalar tensor`` (mean over the batch; ``model`` may
-    be the DDP wrapper, which forwards attribute access: call the model as ``model(...)`` so
-    gradients are averaged); ``train_items`` / ``val_items``: indexable sequences (only this
+    be the DDP wrapper, which forwards attribute access and runs ``model(...)`` and
+    ``model.method(...)`` through DDP so gradients are averaged); ``train_items`` / ``val_items``: indexable sequences (only this
     rank's shard is indexed); ``collate(list_of_items) -> batch``; ``extra_state``: stored in
     every checkpoint and checked on resume; ``callbacks``: ``cb(epoch, history)`` called on rank
     0 after every epoch (after the checkpoint), returning True to stop; ``log``: message sink
@@ -495,7 +495,15 @@ class Trainer:
     def _loss(self, net: Any, idx: list[int], epoch: int, where: str,
               items: Sequence[Any] | None = None) -> torch.Tensor:
         items = self.train_items if items is None else items
+        calls = net.router_calls if self._ddp else 0
         loss = self.loss_fn(net, self.collate([items[i] for i in idx]))
+        if self._ddp and net.router_calls == calls:
+            raise TrainingError(
+                f"epoch {epoch}, {where}: loss_fn did not run the model through the DDP wrapper "
+                "it was given (it called a submodule or a saved reference to the bare model), "
+                "so gradients would not be averaged across ranks; call model(...) or "
+                "model.method(...) on the object passed to loss_fn, or set "
+                "TrainConfig.distributed_mode='allreduce'")
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TrainingError(f"epoch {epoch}, {where}: loss_fn must return a scalar tensor, "
                                 f"got {type(loss).__name__} "
