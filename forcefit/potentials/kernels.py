@@ -35,7 +35,8 @@ def lj_energy(r: Tensor, epsilon: Tensor | float, sigma: Tensor | float) -> Tens
     Source: J. E. Lennard-Jones, Proc. R. Soc. A 106, 463 (1924); the same form as
     ``ase.calculators.lj`` and LAMMPS ``pair_style lj/cut``. Minimum -eps at 2^(1/6) sigma.
     """
-    s6 = (sigma / r) ** 6  # (edges,)
+    s2 = (sigma / r) ** 2  # (edges,)
+    s6 = s2 * s2 * s2  # products, not pow: cheaper forward and backward
     return 4.0 * epsilon * (s6 * s6 - s6)
 
 

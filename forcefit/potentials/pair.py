@@ -109,7 +109,7 @@ def pair_values(value, species: list[int] | None, name: str,
 class PairPotential(nn.Module):
     """Base of the pair potentials: species lookup, cutoff masking, splitting energies.
 
-    Subclasses implement ``pair_energy(r, pair, zi, zj) -> (edges,)`` for edges strictly
+    Subclasses implement ``pair_energy(r, pair, graph) -> (edges,)`` for edges strictly
     inside the cutoff (``pair`` indexes the per-pair parameter tables).
     """
 
@@ -147,10 +147,13 @@ class PairPotential(nn.Module):
             return p[0].tolist()
         return p[self._pair_index.cpu()].tolist()
 
-    def species_pair(self, graph: Graph) -> Tensor:
-        """(edges,) index into the per-pair tables; unknown elements raise ValueError."""
+    def species_pair(self, graph: Graph) -> Tensor | None:
+        """(edges,) index into the per-pair tables (None with a single parameter set);
+        unknown elements raise ValueError."""
+        if self.species is None:
+            return None
         idx = self._z_index[graph.numbers]  # (atoms,)
-        if self.species is not None and bool((idx < 0).any()):
+        if bool((idx < 0).any()):
             bad = sorted(set(graph.numbers[idx < 0].tolist()))
             raise ValueError(f"{type(self).__name__}: atomic numbers {bad} are not in its "
                              f"species {self.species}")
@@ -161,7 +164,9 @@ class PairPotential(nn.Module):
             raise ValueError(f"{type(self).__name__}: graph built with cutoff {graph.cutoff} "
                              f"< the model cutoff {self.cutoff}")
 
-    def pair_energy(self, r: Tensor, pair: Tensor, zi: Tensor, zj: Tensor) -> Tensor:
+    def pair_energy(self, r: Tensor, pair: Tensor | None, graph: Graph) -> Tensor:
+        """Pair energies (edges,) eV at distances ``r`` (edges,) strictly inside the cutoff;
+        ``pair`` from :meth:`species_pair`."""
         raise NotImplementedError
 
     def forward(self, graph: Graph, vectors: Tensor) -> Tensor:
@@ -170,19 +175,25 @@ class PairPotential(nn.Module):
         r = torch.linalg.vector_norm(vectors, dim=-1)  # (edges,)
         inside = r < self.cutoff  # (edges,)
         r_safe = torch.where(inside, r, torch.full_like(r, 0.5 * self.cutoff))  # (edges,)
-        pair = self.species_pair(graph)  # (edges,)
-        zi = graph.numbers[graph.i].to(r.dtype)  # (edges,)
-        zj = graph.numbers[graph.j].to(r.dtype)
-        e = self.pair_energy(r_safe, pair, zi, zj)  # (edges,)
+        pair = self.species_pair(graph)  # (edges,) or None
+        e = self.pair_energy(r_safe, pair, graph)  # (edges,)
         e = torch.where(inside, e, torch.zeros_like(e))
         out = torch.zeros(graph.numbers.shape[0], dtype=r.dtype, device=r.device)
         return out.index_add(0, graph.i, 0.5 * e)  # (atoms,)
 
-    def _get(self, name: str, pair: Tensor, like: Tensor) -> Tensor:
-        return getattr(self, name).to(like.dtype)[pair]  # (edges, ...)
+    def _get(self, name: str, pair: Tensor | None, like: Tensor) -> Tensor:
+        """Per-edge values of a parameter: (edges, ...), or (...) broadcasting when single."""
+        p = getattr(self, name).to(like.dtype)  # (pairs, ...)
+        return p[0] if pair is None else p[pair]
 
     def _base_config(self) -> dict:
         return {"type": type(self).__name__, "cutoff": self.cutoff, "species": self.species}
+
+
+def _edge_numbers(graph: Graph, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Atomic numbers of the centre and neighbour of each edge, (edges,) in like's dtype."""
+    z = graph.numbers.to(like.dtype)  # (atoms,)
+    return z[graph.i], z[graph.j]
 
 
 def _check_r_on(name: str, r_on, cutoff: float) -> float | None:
@@ -216,7 +227,7 @@ class LennardJones(PairPotential):
         if self.shift and self.r_on is not None:
             raise ValueError("LennardJones: choose shift=True or r_on, not both")
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
         eps, sig = self._get("epsilon", pair, r), self._get("sigma", pair, r)  # (edges,)
         e = K.lj_energy(r, eps, sig)
         if self.shift:
@@ -252,7 +263,7 @@ class Morse(PairPotential):
         if self.shift and self.r_on is not None:
             raise ValueError("Morse: choose shift=True or r_on, not both")
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
         eps, alpha, r0 = (self._get(n, pair, r) for n in ("epsilon", "alpha", "r0"))
         e = K.morse_energy(r, eps, alpha, r0)  # (edges,)
         if self.shift:
@@ -285,7 +296,7 @@ class SoftRepulsion(PairPotential):
             raise ValueError(f"SoftRepulsion: exponent n must be positive, got {n}")
         self.shift = bool(shift)
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
         eps, sig = self._get("epsilon", pair, r), self._get("sigma", pair, r)  # (edges,)
         e = K.soft_repulsion_energy(r, eps, sig, self.n)
         if self.shift:
@@ -317,7 +328,8 @@ class ZBL(PairPotential):
     def outer(self) -> float:
         return self.cutoff
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
+        zi, zj = _edge_numbers(graph, r)
         return K.zbl_energy(r, zi, zj, self.inner, self.cutoff)
 
     def to_config(self) -> dict:
@@ -354,11 +366,15 @@ class SplinePair(PairPotential):
         self.register_buffer("_gvec", gvec, persistent=False)
         self._param("values", values, (len(knots_t) - 1,))
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
         vals = self.values.to(r.dtype)  # (pairs, knots - 1)
         y = torch.cat([vals, torch.zeros_like(vals[:, :1])], dim=1)  # (pairs, knots)
         m = y @ self._gmat.to(r.dtype).T + self._gvec.to(r.dtype)  # (pairs, knots)
-        return K.cubic_spline(r, self.knots.to(r.dtype), y[pair], m[pair])
+        if pair is None:
+            y, m = y.expand(r.shape[0], -1), m.expand(r.shape[0], -1)  # (edges, knots)
+        else:
+            y, m = y[pair], m[pair]  # (edges, knots)
+        return K.cubic_spline(r, self.knots.to(r.dtype), y, m)
 
     def to_config(self) -> dict:
         cfg = {"type": "SplinePair", "knots": self.knots.double().tolist(),
@@ -388,7 +404,8 @@ class PairFunction(PairPotential):
         self.fn = fn
         self.shift = bool(shift)
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, graph):
+        zi, zj = _edge_numbers(graph, r)
         e = self.fn(r, zi, zj)
         if not isinstance(e, Tensor) or e.shape != r.shape:
             raise ValueError(f"PairFunction: fn must return a tensor of shape {tuple(r.shape)} "
