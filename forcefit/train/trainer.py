@@ -463,16 +463,16 @@ class Trainer:
 
     def _adam_epoch(self, epoch: int) -> float:
         cfg, bs = self.config, self.config.batch_size
-        order = self._epoch_order()  # (shard,)
+        order = self._epoch_order().tolist()  # this rank's item indices, in epoch order
         sizes = [_shard_size(self.n_train, r, self.world) for r in range(self.world)]
         n_steps = -(-max(sizes) // bs)
-        total = torch.zeros(2, dtype=torch.float64)  # (sum of n_b L_b, sum of n_b)
+        loss_sum, count = 0.0, 0  # sum of n_b L_b and of n_b over this rank's batches
         for step in range(n_steps):
-            idx = order[step * bs:(step + 1) * bs].tolist()
+            idx = order[step * bs:(step + 1) * bs]
             step_sizes = [min(bs, max(0, s - step * bs)) for s in sizes]
             n_local, n_step = len(idx), sum(step_sizes)
             if not idx:  # shard exhausted on this rank: take part with zero weight
-                idx = order[:1].tolist()
+                idx = order[:1]
             if self.schedule.per_step and step > 0:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.schedule.value(epoch - 1 + step / n_steps)
@@ -487,9 +487,9 @@ class Trainer:
             if cfg.clip_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self.params, cfg.clip_grad_norm)
             self.optimizer.step()
-            total[0] += loss.detach().double() * n_local
-            total[1] += n_local
-        dd.all_reduce_sum(total)
+            loss_sum += loss.item() * n_local
+            count += n_local
+        total = dd.all_reduce_sum(torch.tensor([loss_sum, count], dtype=torch.float64))
         return float(total[0] / total[1])
 
     def _loss(self, net: Any, idx: list[int], epoch: int, where: str,
@@ -509,8 +509,8 @@ class Trainer:
                                 f"got {type(loss).__name__} "
                                 f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")
         loss = loss.reshape(())
-        if self.world == 1 and not bool(torch.isfinite(loss)):
-            raise TrainingError(f"epoch {epoch}, {where}: the loss is {loss.item()} "
+        if self.world == 1 and not math.isfinite(value := loss.item()):
+            raise TrainingError(f"epoch {epoch}, {where}: the loss is {value} "
                                 f"(items {_short(idx)})")
         return loss
 
