@@ -433,27 +433,31 @@ class DescriptorSet:
         Returns v (E, n_species, n_angular): sum over ordered pairs (e, k) of g, split by the
         species of k; and, with derivatives, d (E, n_species, n_angular, 3) = sum_k dg/dv_e.
         """
-        dtype, device = vec.dtype, vec.device
+        device = vec.device
         E = int(vec.shape[0])
-        counts = torch.bincount(ci, minlength=n_centres)  # (centres,)
-        starts = torch.cumsum(counts, 0) - counts  # (centres,)
-        per_edge = counts[ci]  # (E,) neighbours of the edge's centre
         with torch.no_grad():
-            e1 = torch.repeat_interleave(torch.arange(E, device=device), per_edge)  # (P,)
-            first = torch.repeat_interleave(torch.cumsum(per_edge, 0) - per_edge, per_edge)
-            e2 = starts[ci[e1]] + (torch.arange(e1.shape[0], device=device) - first)  # (P,)
-            keep = e1 != e2
-            e1_all, e2_all = e1[keep], e2[keep]  # all ordered pairs j != k
-            r3_all = torch.linalg.vector_norm(vec[e2_all] - vec[e1_all], dim=1)  # (P',)
-            near = r3_all < self.cutoff
+            counts = torch.bincount(ci, minlength=n_centres)  # (centres,)
+            starts = torch.cumsum(counts, 0) - counts  # (centres,)
+            nmax = int(counts.max())
+            pos = torch.arange(E, device=device) - starts[ci]  # (E,) rank within the centre
+            vpad = vec.new_zeros((n_centres, nmax, 3))
+            vpad[ci, pos] = vec.detach()  # (centres, nmax, 3)
+            filled = torch.zeros((n_centres, nmax), dtype=torch.bool, device=device)
+            filled[ci, pos] = True
+            pair_ok = filled[:, :, None] & filled[:, None, :]  # (centres, nmax, nmax)
+            pair_ok &= ~torch.eye(nmax, dtype=torch.bool, device=device)
+            if self.g4:  # r_jk^2 = r_ij^2 + r_ik^2 - 2 r_ij . r_ik from the Gram matrix
+                rsq = (vpad * vpad).sum(dim=2)  # (centres, nmax)
+                r3sq = rsq[:, :, None] + rsq[:, None, :] - 2.0 * torch.bmm(
+                    vpad, vpad.transpose(1, 2))  # (centres, nmax, nmax)
+                near = pair_ok & (r3sq < self.cutoff**2 * (1 + 1e-9))
         outs_v, outs_d = [], []
         for fam, rows in (("G4", self.g4), ("G5", self.g5)):
             if not rows:
                 continue
-            if fam == "G4":
-                a, b = e1_all[near], e2_all[near]
-            else:
-                a, b = e1_all, e2_all
+            with torch.no_grad():
+                cc, aa, bb = torch.nonzero(near if fam == "G4" else pair_ok, as_tuple=True)
+                a, b = starts[cc] + aa, starts[cc] + bb  # (T,) first and second edge
             v, d = self._family_sums(fam, rows, vec, r, fc, dfc, sp_j, a, b, E, derivatives)
             outs_v.append(v)
             outs_d.append(d)
@@ -463,81 +467,133 @@ class DescriptorSet:
             d = torch.cat(outs_d, dim=-2) if len(outs_d) > 1 else outs_d[0]
         return v, d
 
-    def _family_sums(self, fam, rows, vec, r, fc, dfc, sp_j, e1, e2, E, derivatives):
-        dtype, device = vec.dtype, vec.device
-        ns = self.n_species
-        params = torch.tensor(rows, dtype=dtype, device=device)  # (F_fam, 3)
-        etas, eta_idx = torch.unique(params[:, 0], return_inverse=True)
-        zl, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)  # (n_zl, 2)
-        zeta, lam = zl[:, 0], zl[:, 1]
-        n_eta, n_zl = etas.shape[0], zl.shape[0]
-        T = int(e1.shape[0])
-        v1, v2 = vec[e1], vec[e2]  # (T, 3)
-        r1, r2 = r[e1], r[e2]  # (T,)
-        fc1, fc2 = fc[e1], fc[e2]
-        c = (v1 * v2).sum(dim=1) / (r1 * r2)  # (T,) cos theta
-        base = (1.0 + lam * c[:, None]).clamp(min=0.0)  # (T, n_zl)
-        pref = torch.exp2(1.0 - zeta)  # (n_zl,)
-        ang = pref * base.pow(zeta)  # (T, n_zl)
-        if fam == "G4":
-            v3 = v2 - v1  # (T, 3)
-            r3 = torch.linalg.vector_norm(v3, dim=1)  # (T,)
-            fc3, dfc3 = cutoff_function(r3, self.cutoff, self.cutoff_function, derivative=True)
-            cc = fc1 * fc2 * fc3  # (T,)
-            rsq = r1 * r1 + r2 * r2 + r3 * r3
-        else:
-            cc = fc1 * fc2
-            rsq = r1 * r1 + r2 * r2
-        x = torch.exp(-etas * rsq[:, None])  # (T, n_eta)
-        w = x * cc[:, None]  # (T, n_eta) distance part of the value
-        if derivatives:
-            dang = pref * zeta * lam * base.pow(zeta - 1.0)  # (T, n_zl) d ang / d cos
-            d1 = dfc[e1] * fc2 / r1  # (T,) (dC/dr1) / r1 without the r3 factor
-            if fam == "G4":
-                d1 = d1 * fc3
-                d3 = fc1 * fc2 * dfc3 / r3  # (T,) (dC/dr3) / r3
-                y = x * (-4.0 * etas * cc[:, None] + (d1 + d3)[:, None])  # (T, n_eta)
-                vv = -x * (-2.0 * etas * cc[:, None] + d3[:, None])  # (T, n_eta)
-                q1 = torch.cat([w[:, :, None], y[:, :, None],
-                                vv[:, :, None] * v2[:, None, :]], dim=2)  # (T, n_eta, 5)
+    @staticmethod
+    def _powers(base: torch.Tensor, exponents) -> dict:
+        """base**n for each n in ``exponents`` (integers by repeated squaring, else pow)."""
+        out: dict = {}
+        squares = {1: base}
+        for n in sorted(set(exponents)):
+            if n == 0:
+                out[n] = torch.ones_like(base)
+            elif float(n).is_integer() and n <= 64:
+                n_int, acc, bit = int(n), None, 1
+                while bit <= n_int:
+                    if bit not in squares:
+                        squares[bit] = squares[bit // 2] * squares[bit // 2]
+                    if n_int & bit:
+                        acc = squares[bit] if acc is None else acc * squares[bit]
+                    bit *= 2
+                out[n] = acc
             else:
-                y = x * (-2.0 * etas * cc[:, None] + d1[:, None])  # (T, n_eta)
-                q1 = torch.stack([w, y], dim=2)  # (T, n_eta, 2)
-            q2 = torch.cat([(-c / (r1 * r1))[:, None, None] * w[:, :, None],
-                            (w / (r1 * r2)[:, None])[:, :, None] * v2[:, None, :]],
-                           dim=2)  # (T, n_eta, 4)
-        else:
-            q1 = w[:, :, None]  # (T, n_eta, 1)
-        if ns > 1:  # split the k-sum by the species of k
-            onehot = torch.nn.functional.one_hot(sp_j[e2], ns).to(dtype)  # (T, ns)
-            q1 = onehot[:, :, None, None] * q1[:, None]  # (T, ns, n_eta, b1)
-            if derivatives:
-                q2 = onehot[:, :, None, None] * q2[:, None]  # (T, ns, n_eta, 4)
-        # pad the pairs of each first edge into (E, K, .) and contract over k
+                out[n] = base.pow(n)
+        return out
+
+    def _family_sums(self, fam, rows, vec, r, fc, dfc, sp_j, e1, e2, E, derivatives):
+        """Sums over k for one angular family, in a padded per-edge layout (E, ., K).
+
+        Slot (e, k) holds the k-th ordered pair whose first edge is e; empty slots point at
+        e itself and are zeroed through the cutoff product, so every array is built in
+        place for the batched product (no scatter of per-pair arrays). K is the last,
+        contiguous axis of every per-pair array. The constant factors 2^(1-zeta) and
+        zeta lambda are applied after the contraction.
+        """
+        dtype, device = vec.dtype, vec.device
+        params = torch.tensor(rows, dtype=torch.float64)  # (F_fam, 3)
+        etas64, eta_idx = torch.unique(params[:, 0], return_inverse=True)
+        zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)  # (n_zl, 2)
+        etas = etas64.to(dtype=dtype, device=device)[None, :, None]  # (1, n_eta, 1)
+        n_eta, n_zl = etas64.shape[0], zl64.shape[0]
+        zl_list = [(float(z), float(lm)) for z, lm in zl64.tolist()]
+        T = int(e1.shape[0])
         with torch.no_grad():
-            k_per = torch.bincount(e1, minlength=E)  # (E,)
-            kmax = max(int(k_per.max()) if T else 0, 1)
-            seg = torch.cumsum(k_per, 0) - k_per
-            slot = e1 * kmax + (torch.arange(T, device=device) - seg[e1])  # (T,)
-
-        def pad(t):  # (T, ...) -> (E, K, prod(...))
-            flat = t.reshape(T, -1)
-            out = flat.new_zeros((E * kmax, flat.shape[1])).index_copy(0, slot, flat)
-            return out.reshape(E, kmax, flat.shape[1])
-
-        b1 = q1.shape[-1]
-        m1 = torch.bmm(pad(ang).transpose(1, 2), pad(q1))  # (E, n_zl, ns * n_eta * b1)
-        cols = zl_idx * n_eta + eta_idx  # (F_fam,) column of each function in the grid
-        m1 = m1.reshape(E, n_zl, ns, n_eta, b1).permute(0, 2, 1, 3, 4)
-        m1 = m1.reshape(E, ns, n_zl * n_eta, b1)[:, :, cols]  # (E, ns, F_fam, b1)
-        val = m1[..., 0]  # (E, ns, F_fam)
+            k_per = torch.bincount(e1, minlength=E)  # (E,) pairs per first edge
+            K = max(int(k_per.max()) if T else 0, 1)
+            seg = torch.cumsum(k_per, 0) - k_per  # (E,)
+            slot = e1 * K + (torch.arange(T, device=device) - seg[e1])  # (T,)
+            e2p = torch.arange(E, device=device).repeat_interleave(K)  # (E * K,) dummy = e
+            e2p[slot] = e2
+            e2p = e2p.reshape(E, K)
+            valid = torch.zeros(E * K, dtype=torch.bool, device=device)
+            valid[slot] = True
+            valid = valid.reshape(E, K)
+        r1, fc1, dfc1 = r[:, None], fc[:, None], dfc[:, None]  # (E, 1)
+        v2 = vec.t()[:, e2p]  # (3, E, K) components of r_ik
+        r2, fc2 = r[e2p], fc[e2p]  # (E, K)
+        dot = v2[0] * vec[:, 0:1] + v2[1] * vec[:, 1:2] + v2[2] * vec[:, 2:3]  # (E, K)
+        c = dot / (r1 * r2)  # (E, K) cos theta
+        # (1 + lambda c)^zeta and its zeta-1 power, per distinct lambda by repeated squaring
+        pw_of = {}
+        for lm in sorted({lm for _, lm in zl_list}):
+            base = (1.0 + lm * c).clamp(min=0.0)  # (E, K)
+            zs = [z for z, l2 in zl_list if l2 == lm]
+            pw_of[lm] = self._powers(base, zs + ([z - 1.0 for z in zs] if derivatives else []))
+        ang = torch.stack([pw_of[lm][z] for z, lm in zl_list], dim=1)  # (E, n_zl, K)
+        pref = torch.tensor([2.0 ** (1.0 - z) for z, _ in zl_list], dtype=dtype, device=device)
+        if fam == "G4":
+            dx, dy, dz = (v2[0] - vec[:, 0:1], v2[1] - vec[:, 1:2],
+                          v2[2] - vec[:, 2:3])  # (E, K) each, r_jk = r_ik - r_ij
+            r3sq = dx * dx + dy * dy + dz * dz  # (E, K)
+            # empty slots -> r3 = rc, so fc3 = 0 (and no sqrt(0) in the autograd graph)
+            r3 = torch.sqrt(torch.where(valid, r3sq, torch.full_like(r3sq, self.cutoff**2)))
+            fc3, dfc3 = cutoff_function(r3, self.cutoff, self.cutoff_function, derivative=True)
+            cc = fc1 * fc2 * fc3  # (E, K)
+            rsq = r1 * r1 + r2 * r2 + r3 * r3  # (E, K)
+        else:
+            cc = fc1 * fc2 * valid
+            rsq = r1 * r1 + r2 * r2
+        x = torch.exp(-etas * rsq[:, None, :])  # (E, n_eta, K)
         if not derivatives:
+            w = x * cc[:, None, :]  # (E, n_eta, K) distance part of the value
+            m1 = torch.bmm(ang, self._by_species(w[:, None], sp_j, e2p).transpose(1, 2))
+            m1 = m1 * pref[None, :, None]  # (E, n_zl, ns * 1 * n_eta)
+            val = self._select(m1, E, n_zl, n_eta, 1, zl_idx, eta_idx)[..., 0]
             return val, None
-        m2 = torch.bmm(pad(dang).transpose(1, 2), pad(q2))  # (E, n_zl, ns * n_eta * 4)
-        m2 = m2.reshape(E, n_zl, ns, n_eta, 4).permute(0, 2, 1, 3, 4)
-        m2 = m2.reshape(E, ns, n_zl * n_eta, 4)[:, :, cols]  # (E, ns, F_fam, 4)
+        dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl_list], dim=1)  # (E, n_zl, K)
+        dpref = pref * torch.tensor([z * lm for z, lm in zl_list], dtype=dtype, device=device)
+        b1 = 5 if fam == "G4" else 2
+        q1 = vec.new_empty((E, b1, n_eta, K))  # blocks [w, y, vv x, vv y, vv z]
+        w = torch.mul(x, cc[:, None, :], out=q1[:, 0])  # (E, n_eta, K)
+        if fam == "G4":
+            d1 = (dfc1 / r1) * fc2 * fc3  # (E, K) (dC/dr1) / r1
+            d3 = fc1 * fc2 * dfc3 / r3  # (E, K) (dC/dr3) / r3
+            # y = x (-4 eta C + d1 + d3); vv = -x (-2 eta C + d3)
+            eta_c = etas * cc[:, None, :]  # (E, n_eta, K)
+            torch.mul(x, (d1 + d3)[:, None, :] - 4.0 * eta_c, out=q1[:, 1])
+            vv = x * (2.0 * eta_c - d3[:, None, :])  # (E, n_eta, K)
+            for a in range(3):
+                torch.mul(vv, v2[a][:, None, :], out=q1[:, 2 + a])
+        else:
+            d1 = (dfc1 / r1) * fc2 * valid  # (E, K)
+            torch.mul(x, d1[:, None, :] - 2.0 * etas * cc[:, None, :], out=q1[:, 1])
+        q2 = vec.new_empty((E, 4, n_eta, K))  # blocks [-w c / r1^2, w v2 / (r1 r2)]
+        torch.mul(w, (-c / (r1 * r1))[:, None, :], out=q2[:, 0])
+        wr = w / (r1 * r2)[:, None, :]  # (E, n_eta, K)
+        for a in range(3):
+            torch.mul(wr, v2[a][:, None, :], out=q2[:, 1 + a])
+        m1 = torch.bmm(ang, self._by_species(q1, sp_j, e2p).transpose(1, 2))
+        m1 = m1 * pref[None, :, None]  # (E, n_zl, ns * b1 * n_eta)
+        m2 = torch.bmm(dang, self._by_species(q2, sp_j, e2p).transpose(1, 2))
+        m2 = m2 * dpref[None, :, None]  # (E, n_zl, ns * 4 * n_eta)
+        m1 = self._select(m1, E, n_zl, n_eta, b1, zl_idx, eta_idx)  # (E, ns, F_fam, b1)
+        m2 = self._select(m2, E, n_zl, n_eta, 4, zl_idx, eta_idx)  # (E, ns, F_fam, 4)
+        val = m1[..., 0]  # (E, ns, F_fam)
         coef = m1[..., 1] + m2[..., 0]  # (E, ns, F_fam) coefficient of v_e
         der = coef[..., None] * vec[:, None, None, :] + m2[..., 1:4]  # (E, ns, F_fam, 3)
         if fam == "G4":
             der = der + m1[..., 2:5]
         return val, der
+
+    def _by_species(self, q, sp_j, e2p):
+        """(E, b, n_eta, K) -> (E, ns * b * n_eta, K), split by the species of k."""
+        E, K = q.shape[0], q.shape[-1]
+        if self.n_species == 1:
+            return q.reshape(E, -1, K)
+        onehot = torch.nn.functional.one_hot(sp_j[e2p], self.n_species)  # (E, K, ns)
+        onehot = onehot.to(q.dtype).transpose(1, 2)  # (E, ns, K)
+        return (onehot[:, :, None, None, :] * q[:, None]).reshape(E, -1, K)
+
+    def _select(self, m, E, n_zl, n_eta, b, zl_idx, eta_idx):
+        """(E, n_zl, ns * b * n_eta) grid -> (E, ns, F_fam, b) in the family's row order."""
+        cols = (zl_idx * n_eta + eta_idx).to(m.device)  # (F_fam,)
+        m = m.reshape(E, n_zl, self.n_species, b, n_eta).permute(0, 2, 1, 4, 3)
+        return m.reshape(E, self.n_species, n_zl * n_eta, b)[:, :, cols]
