@@ -14,6 +14,7 @@ import torch
 
 from forcefit.train import (CheckpointError, TrainConfig, Trainer, TrainingError,
                             default_collate, load_checkpoint, read_extra_state)
+from forcefit.train import checkpoint as ckpt_module
 from forcefit.train import distributed as dd
 from forcefit.train.checkpoint import FORMAT, save_checkpoint
 
@@ -207,7 +208,7 @@ def test_resume_plateau_early_stopping_bit_for_bit(tmp_path):
     assert a == b
 
 
-def test_checkpoint_is_weights_only_atomic_and_complete(tmp_path):
+def test_checkpoint_is_weights_only_atomic_and_complete(tmp_path, monkeypatch):
     ckpt = tmp_path / "c.pt"
     split = {"train": torch.arange(10), "test": [3, 4], "name": "cu"}
     cfg = TrainConfig(num_epochs=2, batch_size=4, checkpoint_path=str(ckpt))
@@ -225,6 +226,17 @@ def test_checkpoint_is_weights_only_atomic_and_complete(tmp_path):
     # a failing write leaves the previous checkpoint intact and no temporary file
     with pytest.raises(CheckpointError, match="extra_state"):
         save_checkpoint(ckpt, {"extra_state": {"bad": object()}})
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["c.pt"]
+
+    def crash(obj, fh):  # a write that dies half-way (disk full, killed process)
+        fh.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        t.save_checkpoint(str(ckpt))
+    monkeypatch.undo()
     assert load_checkpoint(ckpt)["epoch"] == 2
     assert sorted(os.listdir(tmp_path)) == ["c.pt"]
 

@@ -73,6 +73,15 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.stack(out)
 
 
+def broadcast_state(model: torch.nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (no-op when not distributed)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
 class MethodRouter(torch.nn.Module):
     """Wraps a model so that DDP's ``forward`` can run any of its methods.
 

@@ -303,9 +303,10 @@ class Trainer:
 
     Parameters: ``loss_fn(model, batch) -> scalar tensor`` (mean over the batch; ``model`` may
     be the DDP wrapper, which forwards attribute access and runs ``model(...)`` and
-    ``model.method(...)`` through DDP so gradients are averaged); ``train_items`` / ``val_items``: indexable sequences (only this
-    rank's shard is indexed); ``collate(list_of_items) -> batch``; ``extra_state``: stored in
-    every checkpoint and checked on resume; ``callbacks``: ``cb(epoch, history)`` called on rank
+    ``model.method(...)`` through DDP so gradients are averaged); ``train_items`` /
+    ``val_items``: indexable sequences (only this rank's shard is indexed);
+    ``collate(list_of_items) -> batch``; ``extra_state``: stored in every checkpoint and checked
+    on resume (tensors, numbers, strings, lists, dicts); ``callbacks``: ``cb(epoch, history)`` called on rank
     0 after every epoch (after the checkpoint), returning True to stop; ``log``: message sink
     (``None`` or ``quiet=True`` silences it).
     """
@@ -336,6 +337,8 @@ class Trainer:
         if not self.params:
             raise ValueError("Trainer: the model has no trainable parameters")
         self._ddp = self.world > 1 and cfg.distributed_mode == "ddp"
+        if self.world > 1 and not self._ddp:
+            dd.broadcast_state(model)  # DDP does this itself on construction
         self.net = (dd.wrap_ddp(model, cfg.find_unused_parameters) if self._ddp else model)
         self.optimizer = self._make_optimizer()
         self.schedule = LRSchedule(cfg.schedule, cfg.schedule_params, cfg.learning_rate,
@@ -345,7 +348,7 @@ class Trainer:
         self.epoch = 0  # completed epochs
         self.best_state: dict[str, torch.Tensor] | None = None
         self.epochs_since_best = 0
-        self._lbfgs_chunks: list[tuple[Any, int]] | None = None
+        self._lbfgs_chunks: list[list[int]] | None = None
 
     # ---------------------------------------------------------------- set-up
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -373,7 +376,8 @@ class Trainer:
         """Train until ``num_epochs``, early stopping, ``max_time`` or a callback; return History.
 
         ``resume_from``: a checkpoint written by a run with the same model, optimiser, item
-        counts, world size and ``extra_state``; training continues after its last epoch.
+        counts, world size and ``extra_state``; training continues after its last epoch. It
+        also restores torch's global CPU random state of each rank (dropout), as saved.
         """
         cfg = self.config
         if resume_from is not None:
