@@ -437,6 +437,12 @@ def _ddp_worker(rank, world, out_dir):
                               distributed_mode=mode)
             hist = Trainer(model, mse, items, items[:5], config=cfg, quiet=True).fit()
             out[f"{mode}_{n}"] = (params_of(model), hist.train_loss, hist.val_loss)
+    for mode in ("ddp", "allreduce"):  # ranks start apart: rank 0's parameters are broadcast
+        torch.manual_seed(rank)
+        model = torch.nn.Linear(4, 1).double()
+        Trainer(model, mse, regression_items(8), config=TrainConfig(num_epochs=1, batch_size=2),
+                quiet=True).fit()
+        out[f"start_apart_{mode}"] = params_of(model)
     # a loss calling a model method goes through DDP too; bypassing the wrapper is refused
     items = regression_items(16)
     cfg = TrainConfig(learning_rate=0.5, num_epochs=4, batch_size=2, shuffle=False)
