@@ -306,9 +306,9 @@ class Trainer:
     ``model.method(...)`` through DDP so gradients are averaged); ``train_items`` /
     ``val_items``: indexable sequences (only this rank's shard is indexed);
     ``collate(list_of_items) -> batch``; ``extra_state``: stored in every checkpoint and checked
-    on resume (tensors, numbers, strings, lists, dicts); ``callbacks``: ``cb(epoch, history)`` called on rank
-    0 after every epoch (after the checkpoint), returning True to stop; ``log``: message sink
-    (``None`` or ``quiet=True`` silences it).
+    on resume (tensors, numbers, strings, lists, dicts); ``callbacks``: ``cb(epoch, history)``
+    called on rank 0 after every epoch (after the checkpoint), returning True to stop;
+    ``log``: message sink (``None`` or ``quiet=True`` silences it).
     """
 
     def __init__(self, model: torch.nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor],
