@@ -65,6 +65,9 @@ class ForceMatchingConfig:
     - ``seed``: seeds the split and the shuffling
     - ``exclude_bonded``: site pairs (i, j) that pair potentials must skip (e.g. bonded pairs)
     - ``max_time``: optional wall-time limit in seconds for training
+    - ``optimizer``: "adam" (minibatches, the settings above) or "lbfgs" (full batch of the
+      training frames, strong Wolfe line search, ``lbfgs_max_iter`` iterations per epoch; no
+      learning-rate schedule): for small smooth models where Adam's noise is in the way
     """
 
     epochs: int = 20
@@ -77,6 +80,8 @@ class ForceMatchingConfig:
     seed: int = 0
     exclude_bonded: tuple[tuple[int, int], ...] = ()
     max_time: float | None = None
+    optimizer: str = "adam"
+    lbfgs_max_iter: int = 20
 
     def __post_init__(self) -> None:
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
@@ -92,6 +97,9 @@ class ForceMatchingConfig:
             raise ValueError(f"ForceMatchingConfig: 'split_mode' must be 'random' or "
                              f"'contiguous', got {self.split_mode!r}")
         self.split = fr
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"ForceMatchingConfig: 'optimizer' must be 'adam' or 'lbfgs', got "
+                             f"{self.optimizer!r}")
 
 
 def split_frames(n_frames: int, fractions=(0.5, 0.1, 0.4), *, seed: int = 0,
@@ -197,11 +205,16 @@ def force_matching(model: nn.Module, data: CGData, config: ForceMatchingConfig |
     def collate(items) -> torch.Tensor:
         return torch.as_tensor([int(x) for x in items], dtype=torch.int64)
 
-    tcfg = TrainConfig(
-        optimizer="adam", learning_rate=cfg.learning_rate, num_epochs=cfg.epochs,
-        batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, schedule="exponential",
-        schedule_params=_decay_params(cfg.final_lr_fraction),
-        adam_betas=tuple(cfg.betas), max_time=cfg.max_time)
+    if cfg.optimizer == "adam":
+        tcfg = TrainConfig(
+            optimizer="adam", learning_rate=cfg.learning_rate, num_epochs=cfg.epochs,
+            batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed, schedule="exponential",
+            schedule_params=_decay_params(cfg.final_lr_fraction),
+            adam_betas=tuple(cfg.betas), max_time=cfg.max_time)
+    else:
+        tcfg = TrainConfig(optimizer="lbfgs", learning_rate=1.0, num_epochs=cfg.epochs,
+                           seed=cfg.seed, lbfgs_max_iter=cfg.lbfgs_max_iter,
+                           max_time=cfg.max_time)
     val_items = parts["val"].tolist() if len(parts["val"]) else None
     start = time.perf_counter()
     trainer = Trainer(model, loss_fn, parts["train"].tolist(), val_items, tcfg,

@@ -3,10 +3,10 @@
 Units: those of the data it is fitted to (the user's length and energy; ``units`` records
 them). The network's input is the dimensionless r / cutoff.
 
-E_pair(r) = (1 - r/rc)^2 * NN(r/rc) for r < rc, else 0, where NN is a multilayer perceptron
-R -> R (``hidden`` widths, tanh or SiLU activations). The envelope (1 - r/rc)^2 makes the
-energy and the force vanish at the cutoff (continuous forces in MD; the same polynomial
-envelope idea as DimeNet's, Gasteiger et al., ICLR 2020, in its simplest form). Half of each
+E_pair(r) = (1 - r/rc)^3 * NN(r/rc) for r < rc, else 0, where NN is a multilayer perceptron
+R -> R (``hidden`` widths, tanh or SiLU activations). The envelope (1 - r/rc)^3 makes the
+energy, the force and its derivative vanish at the cutoff (smooth forces in MD; the
+polynomial-envelope idea of DimeNet, Gasteiger et al., ICLR 2020, in its simplest form). Half of each
 pair energy goes to each site (the :class:`~forcefit.potentials.PairPotential` convention).
 One network per pair of species (``species`` as atomic numbers, or one shared network).
 """
@@ -27,7 +27,7 @@ _ACTIVATIONS = {"tanh": nn.Tanh, "silu": nn.SiLU}
 
 @register
 class NetworkPair(PairPotential):
-    """Pair energy (1 - r/rc)^2 NN(r/rc) with a small MLP per species pair.
+    """Pair energy (1 - r/rc)^3 NN(r/rc) with a small MLP per species pair.
 
     ``hidden``: widths of the hidden layers; ``activation``: "tanh" or "silu"; ``seed``: the
     initial weights (torch generator), so the same config gives the same initial network;
@@ -69,9 +69,12 @@ class NetworkPair(PairPotential):
                 h = self._act(h)
         return h[:, 0]  # (E,)
 
-    def pair_energy(self, r, pair, zi, zj):
+    def pair_energy(self, r, pair, *_):
+        """(edges,) energies; ``pair`` (edges,) species-pair index, or None for one network."""
+        if pair is None:
+            pair = torch.zeros(r.shape, dtype=torch.int64, device=r.device)
         x = r / self.cutoff  # (E,)
-        return (1.0 - x) ** 2 * self.network(x, pair)
+        return (1.0 - x) ** 3 * self.network(x, pair)
 
     def to_config(self) -> dict:
         cfg = {**self._base_config(), "hidden": list(self.hidden), "activation": self.activation,
