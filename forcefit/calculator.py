@@ -98,9 +98,11 @@ class ForcefitCalculator(Calculator):
         self.n_builds = 0  # how many neighbour lists were built (for tests and tuning)
 
     def _needs_rebuild(self, atoms, system_changes) -> bool:
-        if self._graph is None or self.skin == 0:
+        if self._graph is None:
             return True
-        if set(system_changes) - {"positions"}:
+        if not system_changes:  # same geometry, another property asked for
+            return False
+        if self.skin == 0 or set(system_changes) - {"positions"}:
             return True
         disp = np.linalg.norm(atoms.positions - self._ref_positions, axis=1)  # (atoms,)
         return bool(disp.max(initial=0.0) > 0.5 * self.skin)
