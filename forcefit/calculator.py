@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ class ForcefitCalculator(Calculator):
     Verlet skin; ``skin=0`` rebuilds the neighbour list at every new geometry.
     """
 
-    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "energies", "forces",
+                                                   "stress"]
 
     def __init__(self, model: torch.nn.Module, dtype: torch.dtype = torch.float64,
                  device: str | torch.device | None = None, skin: float = 0.5, **kwargs) -> None:

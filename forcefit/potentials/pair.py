@@ -400,7 +400,7 @@ class PairFunction(PairPotential):
         if isinstance(fn, str):
             fn = _import_callable(fn)
         if not callable(fn):
-            raise ValueError(f"PairFunction: fn must be callable, got {fn!r}")
+            raise TypeError(f"PairFunction: fn must be callable, got {fn!r}")
         self.fn = fn
         self.shift = bool(shift)
 

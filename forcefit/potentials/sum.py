@@ -50,7 +50,7 @@ class Sum(nn.Module):
     def from_config_dict(cls, config: dict) -> Sum:
         terms = config.get("terms")
         if not isinstance(terms, list):
-            raise ValueError("Sum config: 'terms' must be a list of model configs")
+            raise TypeError("Sum config: 'terms' must be a list of model configs")
         return cls([from_config(c) for c in terms])
 
     def __add__(self, other: nn.Module) -> Sum:

@@ -24,8 +24,8 @@ from . import kernels as K
 from .registry import register
 
 #: Stillinger and Weber's silicon parameters (PRB 31, 5262; LAMMPS ``Si.sw``).
-SI_1985 = dict(epsilon=2.1683, sigma=2.0951, a=1.80, lam=21.0, gamma=1.20,
-               cos_theta0=-1.0 / 3.0, A=7.049556277, B=0.6022245584, p=4.0, q=0.0)
+SI_1985 = {"epsilon": 2.1683, "sigma": 2.0951, "a": 1.80, "lam": 21.0, "gamma": 1.20,
+           "cos_theta0": -1.0 / 3.0, "A": 7.049556277, "B": 0.6022245584, "p": 4.0, "q": 0.0}
 
 
 def triplets(centre: Tensor, n_atoms: int) -> tuple[Tensor, Tensor]:
@@ -59,8 +59,8 @@ class StillingerWeber(nn.Module):
                  cos_theta0=SI_1985["cos_theta0"], A=SI_1985["A"], B=SI_1985["B"],
                  p=SI_1985["p"], q=SI_1985["q"]) -> None:
         super().__init__()
-        values = dict(epsilon=epsilon, sigma=sigma, lam=lam, gamma=gamma,
-                      cos_theta0=cos_theta0, A=A, B=B)
+        values = {"epsilon": epsilon, "sigma": sigma, "lam": lam, "gamma": gamma,
+                  "cos_theta0": cos_theta0, "A": A, "B": B}
         for name, v in values.items():
             v = float(v)
             if not torch.isfinite(torch.tensor(v)):
