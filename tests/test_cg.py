@@ -217,12 +217,12 @@ def test_force_matching_matches_least_squares():
     """Adam force matching (the seed's optimiser settings) converges to the closed-form
     least-squares optimum of the same loss on the same frames, from a distant start."""
     true = HarmonicBond([[0, 1], [1, 2], [2, 3]], kb=10000.0, b0=0.153)
-    data = synthetic(true, n_frames=600, noise=300.0, spread=0.02)
+    data = synthetic(true, n_frames=400, noise=300.0, spread=0.02)
     split = split_frames(len(data), (0.6, 0.1, 0.3), seed=1)
     ls = HarmonicBond([[0, 1], [1, 2], [2, 3]])
     ref = least_squares_harmonic_bond(ls, data, split["train"])
     model = HarmonicBond([[0, 1], [1, 2], [2, 3]], kb=5000.0, b0=0.11)
-    cfg = ForceMatchingConfig(epochs=25, batch_size=20, split=(0.6, 0.1, 0.3), seed=1)
+    cfg = ForceMatchingConfig(epochs=20, batch_size=20, split=(0.6, 0.1, 0.3), seed=1)
     res = force_matching(model, data, cfg, log=None)
     assert torch.equal(res.split["train"], split["train"])
     assert float(model.kb[0].detach()) == pytest.approx(ref["kb"][0], rel=0.01)
