@@ -51,7 +51,10 @@ def evaluate_edges(model: torch.nn.Module, graph, *, stress: bool = True) -> dic
     energy = torch.zeros(graph.n_structures, dtype=energies.dtype, device=energies.device)
     energy = energy.index_add(0, graph.batch, energies.detach())  # (structures,)
     wrt = [vectors, pos] + ([cell] if stress else [])
-    grads = torch.autograd.grad(energies.sum(), wrt, allow_unused=True)
+    if energies.requires_grad:
+        grads = torch.autograd.grad(energies.sum(), wrt, allow_unused=True)
+    else:  # the energy does not depend on the geometry (e.g. a constant model)
+        grads = [None] * len(wrt)
     grads = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(wrt, grads)]
     g_e, g_pos = grads[0], grads[1]  # (edges, 3), (atoms, 3)
     forces = -g_pos.index_add(0, graph.j, g_e).index_add(0, graph.i, -g_e)  # (atoms, 3)

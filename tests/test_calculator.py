@@ -166,6 +166,23 @@ def test_cell_relaxation_matches_ase_lj():
     assert 36.0 < v_ours < 42.0  # argon's fcc volume per atom is ~37.6-40 A^3 for these LJ
 
 
+def test_geometry_independent_model():
+    class Constant(torch.nn.Module):
+        cutoff = 2.0
+
+        def __init__(self):
+            super().__init__()
+            self.value = torch.nn.Parameter(torch.tensor(-1.5))
+
+        def forward(self, graph, vectors):
+            return self.value.expand(graph.numbers.shape[0])
+
+    atoms = _rattled_bulk()
+    atoms.calc = ForcefitCalculator(Constant())
+    assert atoms.get_potential_energy() == pytest.approx(-1.5 * len(atoms))
+    assert (atoms.get_forces() == 0).all() and (atoms.get_stress() == 0).all()
+
+
 def test_single_atom_and_no_neighbours():
     atoms = Atoms("Ar", positions=[[0, 0, 0]])
     atoms.calc = ForcefitCalculator(_lj())
