@@ -66,9 +66,10 @@ def frames_graph(positions: torch.Tensor, numbers: torch.Tensor, cell: torch.Ten
     pbc_rows = pbc.to(device).expand(n_frames, 3)  # (F, 3)
     batch = torch.arange(n_frames, device=device).repeat_interleave(n_sites)  # (F*I,)
     empty_i = torch.zeros(0, dtype=torch.int64, device=device)
-    common = dict(numbers=numbers.to(device).repeat(n_frames), positions=positions.reshape(-1, 3),
-                  batch=batch, cell=cell, pbc=pbc_rows,
-                  n_atoms=torch.full((n_frames,), n_sites, dtype=torch.int64, device=device))
+    common = {"numbers": numbers.to(device).repeat(n_frames),
+              "positions": positions.reshape(-1, 3), "batch": batch, "cell": cell,
+              "pbc": pbc_rows,
+              "n_atoms": torch.full((n_frames,), n_sites, dtype=torch.int64, device=device)}
     if cutoff <= 0:
         return Graph(**common, i=empty_i, j=empty_i.clone(),
                      shift=torch.zeros((0, 3), dtype=dtype, device=device),

@@ -33,8 +33,8 @@ from ..potentials.base import evaluate
 from ..structure import KCAL_PER_MOL, KJ_PER_MOL
 
 __all__ = [
-    "LENGTH_UNITS",
     "ENERGY_UNITS",
+    "LENGTH_UNITS",
     "UnitScaled",
     "ase_calculator",
     "load_potential",
@@ -141,8 +141,8 @@ def write_lammps_table(path: str | os.PathLike, model: nn.Module, *, style: str,
                          f"[{r_min}, {r_max}]")
     units = units or getattr(model, "units", None) or {}
     lines = [f"# forcefit {style} table of {type(model).__name__}",
-             f"# units: length {units.get('length', '?')}, energy {units.get('energy', '?')}; "
-             "columns: index r energy force(-dE/dr)", "", keyword]
+             (f"# units: length {units.get('length', '?')}, energy "
+              f"{units.get('energy', '?')}; columns: index r energy force(-dE/dr)"), "", keyword]
     if style == "pair":
         lines.append(f"N {len(r)} R {r[0]:.17g} {r[-1]:.17g}")
     else:
@@ -241,7 +241,8 @@ def load_potential(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
 
     try:
         payload = torch.load(path, weights_only=True)
-    except Exception as err:  # unreadable or not a torch file
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError) as err:
+        # unreadable, not a torch file, or holding objects weights_only refuses
         raise ValueError(f"{path}: not a readable forcefit CG potential ({err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path}: field 'format': expected {FORMAT!r}")

@@ -106,7 +106,7 @@ def split_frames(n_frames: int, fractions=(0.5, 0.1, 0.4), *, seed: int = 0,
                  mode: str = "random") -> dict[str, torch.Tensor]:
     """Frame indices for "train", "val", "test" (sorted int64 tensors, disjoint)."""
     n = int(n_frames)
-    counts = [int(math.floor(f * n + 1e-9)) for f in fractions]
+    counts = [math.floor(f * n + 1e-9) for f in fractions]
     if counts[0] < 1:
         raise ValueError(f"split_frames: {n} frames leave no training frame with {fractions}")
     if mode == "random":
@@ -238,7 +238,7 @@ def _decay_params(final_fraction: float) -> dict:
 # closed-form least squares
 # ---------------------------------------------------------------------------------------------
 def _lstsq(a: np.ndarray, b: np.ndarray, what: str) -> np.ndarray:
-    sol, _, rank, sv = np.linalg.lstsq(a, b, rcond=None)
+    sol, _, rank, _ = np.linalg.lstsq(a, b, rcond=None)
     if rank < a.shape[1] and what:
         raise ValueError(f"{what}: the frames do not determine all parameters (design matrix rank "
                          f"{rank} < {a.shape[1]}); use more frames or fewer parameters")

@@ -13,6 +13,7 @@ One network per pair of species (``species`` as atomic numbers, or one shared ne
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -51,7 +52,7 @@ class NetworkPair(PairPotential):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         sizes = [1, *widths, 1]
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):  # a few layers, at construction
+        for fan_in, fan_out in itertools.pairwise(sizes):  # a few layers, at construction
             bound = 1.0 / fan_in**0.5
             w = (torch.rand((n_pairs, fan_in, fan_out), generator=gen, dtype=torch.float64)
                  * 2 - 1) * bound

@@ -43,6 +43,7 @@ th0 = pi * sigmoid(raw). The physical values are properties (``kb``, ``b0``, ...
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 from torch import nn
