@@ -21,6 +21,7 @@ import copy
 import dataclasses
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -241,7 +242,8 @@ def load_potential(path: str | os.PathLike) -> tuple[nn.Module, dict, dict]:
 
     try:
         payload = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, TypeError) as err:
+    except (OSError, RuntimeError, EOFError, ValueError, TypeError,
+            pickle.UnpicklingError) as err:
         # unreadable, not a torch file, or holding objects weights_only refuses
         raise ValueError(f"{path}: not a readable forcefit CG potential ({err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
