@@ -110,7 +110,8 @@ class ForcefitCalculator(Calculator):
         if self.skin == 0 or set(system_changes) - {"positions"}:
             return True
         disp = np.linalg.norm(atoms.positions - self._ref_positions, axis=1)  # (atoms,)
-        return bool(disp.max(initial=0.0) > 0.5 * self.skin)
+        # written so that NaN positions rebuild (and the Structure check reports them)
+        return not bool(disp.max(initial=0.0) <= 0.5 * self.skin)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)

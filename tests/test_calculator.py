@@ -119,6 +119,9 @@ def test_neighbour_list_reuse_is_exact():
     atoms.set_cell(atoms.cell * 1.001, scale_atoms=True)  # new cell: rebuild
     reuse.get_property("energy", atoms)
     assert reuse.n_builds == n + 2
+    atoms.positions[1, 2] = np.nan  # a NaN is reported, never reused silently
+    with pytest.raises(ValueError, match="positions.*NaN"):
+        reuse.get_property("energy", atoms)
 
 
 def test_calculator_does_not_touch_the_model():
