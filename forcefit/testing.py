@@ -30,6 +30,7 @@ the quantity, the worst component and the error. Checks:
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -163,7 +164,6 @@ def check_gradcheck(model, structure: Structure, *, second_order: bool = True,
 
 
 def _replace_positions(graph, pos):
-    import dataclasses
     return dataclasses.replace(graph, positions=pos)
 
 
