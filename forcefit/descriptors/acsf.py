@@ -113,10 +113,15 @@ class DescriptorSet:
         the angular families (RuNNer/n2p2 parameter files use it routinely); negative eta,
         and eta = 0 for G2 (that is G1), are refused.
     cutoff_function: ``"cosine"`` or ``"polynomial"``.
+    compiled: run the per-pair arithmetic through ``torch.compile`` (fused loops, several
+        times faster on CPU after a one-off compilation of tens of seconds; falls back to
+        eager with a warning if no compiler works). A runtime choice, not saved in
+        :meth:`to_config`; it can be switched on an existing set (``dset.compiled = True``).
     """
 
     def __init__(self, cutoff: float, species: Sequence[int | str], *, g1: bool = False,
-                 g2=(), sigmoid=(), g4=(), g5=(), cutoff_function: str = "cosine"):
+                 g2=(), sigmoid=(), g4=(), g5=(), cutoff_function: str = "cosine",
+                 compiled: bool = False):
         try:
             cutoff = float(cutoff)
         except (TypeError, ValueError):
@@ -128,6 +133,7 @@ class DescriptorSet:
                                   f"one of {', '.join(CUTOFF_FUNCTIONS)}")
         self.cutoff = cutoff
         self.cutoff_function = cutoff_function
+        self.compiled = bool(compiled)
         self.species = self._parse_species(species)
         self.g1 = bool(g1)
         self.g2 = _as_rows("G2", g2, 2)
@@ -467,43 +473,21 @@ class DescriptorSet:
             d = torch.cat(outs_d, dim=-2) if len(outs_d) > 1 else outs_d[0]
         return v, d
 
-    @staticmethod
-    def _powers(base: torch.Tensor, exponents) -> dict:
-        """base**n for each n in ``exponents`` (integers by repeated squaring, else pow)."""
-        out: dict = {}
-        squares = {1: base}
-        for n in sorted(set(exponents)):
-            if n == 0:
-                out[n] = torch.ones_like(base)
-            elif float(n).is_integer() and n <= 64:
-                n_int, acc, bit = int(n), None, 1
-                while bit <= n_int:
-                    if bit not in squares:
-                        squares[bit] = squares[bit // 2] * squares[bit // 2]
-                    if n_int & bit:
-                        acc = squares[bit] if acc is None else acc * squares[bit]
-                    bit *= 2
-                out[n] = acc
-            else:
-                out[n] = base.pow(n)
-        return out
-
     def _family_sums(self, fam, rows, vec, r, fc, dfc, sp_j, e1, e2, E, derivatives):
         """Sums over k for one angular family, in a padded per-edge layout (E, ., K).
 
         Slot (e, k) holds the k-th ordered pair whose first edge is e; empty slots point at
         e itself and are zeroed through the cutoff product, so every array is built in
-        place for the batched product (no scatter of per-pair arrays). K is the last,
-        contiguous axis of every per-pair array. The constant factors 2^(1-zeta) and
-        zeta lambda are applied after the contraction.
+        place for the batched product (no scatter of per-pair arrays). The per-slot
+        arithmetic is :func:`_pair_sums` (compiled with ``torch.compile`` when the set was
+        made with ``compiled=True``).
         """
-        dtype, device = vec.dtype, vec.device
+        device = vec.device
         params = torch.tensor(rows, dtype=torch.float64)  # (F_fam, 3)
         etas64, eta_idx = torch.unique(params[:, 0], return_inverse=True)
         zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)  # (n_zl, 2)
-        etas = etas64.to(dtype=dtype, device=device)[None, :, None]  # (1, n_eta, 1)
         n_eta, n_zl = etas64.shape[0], zl64.shape[0]
-        zl_list = [(float(z), float(lm)) for z, lm in zl64.tolist()]
+        zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
         T = int(e1.shape[0])
         with torch.no_grad():
             k_per = torch.bincount(e1, minlength=E)  # (E,) pairs per first edge
@@ -516,84 +500,151 @@ class DescriptorSet:
             valid = torch.zeros(E * K, dtype=torch.bool, device=device)
             valid[slot] = True
             valid = valid.reshape(E, K)
-        r1, fc1, dfc1 = r[:, None], fc[:, None], dfc[:, None]  # (E, 1)
-        v2 = vec.t()[:, e2p]  # (3, E, K) components of r_ik
-        r2, fc2 = r[e2p], fc[e2p]  # (E, K)
-        dot = v2[0] * vec[:, 0:1] + v2[1] * vec[:, 1:2] + v2[2] * vec[:, 2:3]  # (E, K)
-        c = dot / (r1 * r2)  # (E, K) cos theta
-        # (1 + lambda c)^zeta and its zeta-1 power, per distinct lambda by repeated squaring
-        pw_of = {}
-        for lm in sorted({lm for _, lm in zl_list}):
-            base = (1.0 + lm * c).clamp(min=0.0)  # (E, K)
-            zs = [z for z, l2 in zl_list if l2 == lm]
-            pw_of[lm] = self._powers(base, zs + ([z - 1.0 for z in zs] if derivatives else []))
-        ang = torch.stack([pw_of[lm][z] for z, lm in zl_list], dim=1)  # (E, n_zl, K)
-        pref = torch.tensor([2.0 ** (1.0 - z) for z, _ in zl_list], dtype=dtype, device=device)
-        if fam == "G4":
-            dx, dy, dz = (v2[0] - vec[:, 0:1], v2[1] - vec[:, 1:2],
-                          v2[2] - vec[:, 2:3])  # (E, K) each, r_jk = r_ik - r_ij
-            r3sq = dx * dx + dy * dy + dz * dz  # (E, K)
-            # empty slots -> r3 = rc, so fc3 = 0 (and no sqrt(0) in the autograd graph)
-            r3 = torch.sqrt(torch.where(valid, r3sq, torch.full_like(r3sq, self.cutoff**2)))
-            fc3, dfc3 = cutoff_function(r3, self.cutoff, self.cutoff_function, derivative=True)
-            cc = fc1 * fc2 * fc3  # (E, K)
-            rsq = r1 * r1 + r2 * r2 + r3 * r3  # (E, K)
-        else:
-            cc = fc1 * fc2 * valid
-            rsq = r1 * r1 + r2 * r2
-        x = torch.exp(-etas * rsq[:, None, :])  # (E, n_eta, K)
-        if not derivatives:
-            w = x * cc[:, None, :]  # (E, n_eta, K) distance part of the value
-            m1 = torch.bmm(ang, self._by_species(w[:, None], sp_j, e2p).transpose(1, 2))
-            m1 = m1 * pref[None, :, None]  # (E, n_zl, ns * 1 * n_eta)
-            val = self._select(m1, E, n_zl, n_eta, 1, zl_idx, eta_idx)[..., 0]
-            return val, None
-        dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl_list], dim=1)  # (E, n_zl, K)
-        dpref = pref * torch.tensor([z * lm for z, lm in zl_list], dtype=dtype, device=device)
-        b1 = 5 if fam == "G4" else 2
-        q1 = vec.new_empty((E, b1, n_eta, K))  # blocks [w, y, vv x, vv y, vv z]
-        w = torch.mul(x, cc[:, None, :], out=q1[:, 0])  # (E, n_eta, K)
-        if fam == "G4":
-            d1 = (dfc1 / r1) * fc2 * fc3  # (E, K) (dC/dr1) / r1
-            d3 = fc1 * fc2 * dfc3 / r3  # (E, K) (dC/dr3) / r3
-            # y = x (-4 eta C + d1 + d3); vv = -x (-2 eta C + d3)
-            eta_c = etas * cc[:, None, :]  # (E, n_eta, K)
-            torch.mul(x, (d1 + d3)[:, None, :] - 4.0 * eta_c, out=q1[:, 1])
-            vv = x * (2.0 * eta_c - d3[:, None, :])  # (E, n_eta, K)
-            for a in range(3):
-                torch.mul(vv, v2[a][:, None, :], out=q1[:, 2 + a])
-        else:
-            d1 = (dfc1 / r1) * fc2 * valid  # (E, K)
-            torch.mul(x, d1[:, None, :] - 2.0 * etas * cc[:, None, :], out=q1[:, 1])
-        q2 = vec.new_empty((E, 4, n_eta, K))  # blocks [-w c / r1^2, w v2 / (r1 r2)]
-        torch.mul(w, (-c / (r1 * r1))[:, None, :], out=q2[:, 0])
-        wr = w / (r1 * r2)[:, None, :]  # (E, n_eta, K)
-        for a in range(3):
-            torch.mul(wr, v2[a][:, None, :], out=q2[:, 1 + a])
-        m1 = torch.bmm(ang, self._by_species(q1, sp_j, e2p).transpose(1, 2))
-        m1 = m1 * pref[None, :, None]  # (E, n_zl, ns * b1 * n_eta)
-        m2 = torch.bmm(dang, self._by_species(q2, sp_j, e2p).transpose(1, 2))
-        m2 = m2 * dpref[None, :, None]  # (E, n_zl, ns * 4 * n_eta)
+            onehot = None
+            if self.n_species > 1:
+                onehot = torch.nn.functional.one_hot(sp_j[e2p], self.n_species)  # (E, K, ns)
+                onehot = onehot.to(vec.dtype).transpose(1, 2).contiguous()  # (E, ns, K)
+        etas = etas64.to(dtype=vec.dtype, device=device)
+        kernel = self._kernel()
+        m1, m2 = kernel(vec, r, fc, dfc, e2p, valid, onehot, etas, fam=fam, zl=zl_list,
+                        cutoff=self.cutoff, kind=self.cutoff_function, derivatives=derivatives)
+        b1 = (5 if fam == "G4" else 2) if derivatives else 1
         m1 = self._select(m1, E, n_zl, n_eta, b1, zl_idx, eta_idx)  # (E, ns, F_fam, b1)
-        m2 = self._select(m2, E, n_zl, n_eta, 4, zl_idx, eta_idx)  # (E, ns, F_fam, 4)
         val = m1[..., 0]  # (E, ns, F_fam)
+        if not derivatives:
+            return val, None
+        m2 = self._select(m2, E, n_zl, n_eta, 4, zl_idx, eta_idx)  # (E, ns, F_fam, 4)
         coef = m1[..., 1] + m2[..., 0]  # (E, ns, F_fam) coefficient of v_e
         der = coef[..., None] * vec[:, None, None, :] + m2[..., 1:4]  # (E, ns, F_fam, 3)
         if fam == "G4":
             der = der + m1[..., 2:5]
         return val, der
 
-    def _by_species(self, q, sp_j, e2p):
-        """(E, b, n_eta, K) -> (E, ns * b * n_eta, K), split by the species of k."""
-        E, K = q.shape[0], q.shape[-1]
-        if self.n_species == 1:
-            return q.reshape(E, -1, K)
-        onehot = torch.nn.functional.one_hot(sp_j[e2p], self.n_species)  # (E, K, ns)
-        onehot = onehot.to(q.dtype).transpose(1, 2)  # (E, ns, K)
-        return (onehot[:, :, None, None, :] * q[:, None]).reshape(E, -1, K)
+    def _kernel(self):
+        if not self.compiled:
+            return _pair_sums
+        global _COMPILED
+        if _COMPILED is None:
+            _COMPILED = torch.compile(_pair_sums, dynamic=True)
+        return _compiled_or_eager
 
     def _select(self, m, E, n_zl, n_eta, b, zl_idx, eta_idx):
         """(E, n_zl, ns * b * n_eta) grid -> (E, ns, F_fam, b) in the family's row order."""
         cols = (zl_idx * n_eta + eta_idx).to(m.device)  # (F_fam,)
         m = m.reshape(E, n_zl, self.n_species, b, n_eta).permute(0, 2, 1, 4, 3)
         return m.reshape(E, self.n_species, n_zl * n_eta, b)[:, :, cols]
+
+
+_COMPILED = None
+_COMPILE_FAILED = False
+
+
+def _compiled_or_eager(*args, **kwargs):
+    """The compiled kernel; on a compiler failure, a warning and the eager kernel."""
+    global _COMPILE_FAILED
+    if not _COMPILE_FAILED:
+        try:
+            return _COMPILED(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001  any backend failure: fall back, say so
+            import warnings
+
+            _COMPILE_FAILED = True
+            warnings.warn(f"forcefit.descriptors: torch.compile failed ({type(err).__name__}: "
+                          f"{err}); using the eager kernel", RuntimeWarning, stacklevel=2)
+    return _pair_sums(*args, **kwargs)
+
+
+def _powers(base: torch.Tensor, exponents) -> dict:
+    """base**n for each n in ``exponents`` (integers by repeated squaring, else pow)."""
+    out: dict = {}
+    squares = {1: base}
+    for n in sorted(set(exponents)):
+        if n == 0:
+            out[n] = torch.ones_like(base)
+        elif float(n).is_integer() and n <= 64:
+            n_int, acc, bit = int(n), None, 1
+            while bit <= n_int:
+                if bit not in squares:
+                    squares[bit] = squares[bit // 2] * squares[bit // 2]
+                if n_int & bit:
+                    acc = squares[bit] if acc is None else acc * squares[bit]
+                bit *= 2
+            out[n] = acc
+        else:
+            out[n] = base.pow(n)
+    return out
+
+
+def _pair_sums(vec, r, fc, dfc, e2p, valid, onehot, etas, *, fam: str, zl: tuple,
+               cutoff: float, kind: str, derivatives: bool):
+    """Per-edge sums over the padded pairs (e, k) of one angular family (pure function).
+
+    Inputs: vec (E, 3), r, fc, dfc (E,) of the edges; e2p (E, K) second edge of each slot,
+    valid (E, K); onehot (E, ns, K) species of k or None; etas (n_eta,); zl the distinct
+    (zeta, lambda). Returns m1 (E, n_zl, ns * b1 * n_eta) = sum_k ang * [w, y, vv v2] and,
+    with derivatives, m2 (E, n_zl, ns * 4 * n_eta) = sum_k dang * [-w c / r1^2,
+    w v2 / (r1 r2)] (formulas in the module docstring), constants 2^(1-zeta) and
+    zeta lambda 2^(1-zeta) applied.
+    """
+    E, K = e2p.shape
+    dtype = vec.dtype
+    r1, fc1, dfc1 = r[:, None], fc[:, None], dfc[:, None]  # (E, 1)
+    v2 = vec.t()[:, e2p]  # (3, E, K) components of r_ik
+    r2, fc2 = r[e2p], fc[e2p]  # (E, K)
+    dot = v2[0] * vec[:, 0:1] + v2[1] * vec[:, 1:2] + v2[2] * vec[:, 2:3]  # (E, K)
+    inv12 = 1.0 / (r1 * r2)  # (E, K)
+    c = dot * inv12  # (E, K) cos theta
+    # (1 + lambda c)^zeta and its zeta-1 power, per distinct lambda by repeated squaring
+    pw_of = {}
+    for lm in sorted({lm for _, lm in zl}):
+        base = (1.0 + lm * c).clamp(min=0.0)  # (E, K)
+        zs = [z for z, l2 in zl if l2 == lm]
+        pw_of[lm] = _powers(base, zs + ([z - 1.0 for z in zs] if derivatives else []))
+    ang = torch.stack([pw_of[lm][z] for z, lm in zl], dim=1)  # (E, n_zl, K)
+    pref = torch.tensor([2.0 ** (1.0 - z) for z, _ in zl], dtype=dtype, device=vec.device)
+    r1sq = r1 * r1  # (E, 1)
+    s12 = r1sq + r2 * r2  # (E, K)
+    et = etas[None, :, None]  # (1, n_eta, 1)
+    if fam == "G4":
+        # r_jk = r_ik - r_ij; empty slots -> r3 = rc, so fc3 = 0 (and no sqrt(0) in autograd)
+        r3sq = torch.where(valid, (s12 - 2.0 * dot).clamp(min=0.0),
+                           torch.full_like(dot, cutoff * cutoff))  # (E, K)
+        r3 = torch.sqrt(r3sq)  # (E, K)
+        fc3, dfc3 = cutoff_function(r3, cutoff, kind, derivative=True)
+        f12 = fc1 * fc2  # (E, K)
+        cc = f12 * fc3  # (E, K)
+        rsq = s12 + r3sq  # (E, K)
+    else:
+        cc = fc1 * fc2 * valid
+        rsq = s12
+    x = torch.exp(-et * rsq[:, None, :])  # (E, n_eta, K)
+    w = x * cc[:, None, :]  # (E, n_eta, K) distance part of the value
+
+    def by_species(q):  # (E, b, n_eta, K) -> (E, ns * b * n_eta, K)
+        if onehot is None:
+            return q.reshape(E, -1, K)
+        return (onehot[:, :, None, None, :] * q[:, None]).reshape(E, -1, K)
+
+    if not derivatives:
+        m1 = torch.bmm(ang, by_species(w[:, None]).transpose(1, 2))  # (E, n_zl, ns*n_eta)
+        return m1 * pref[None, :, None], None
+    dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl], dim=1)  # (E, n_zl, K)
+    dpref = pref * torch.tensor([z * lm for z, lm in zl], dtype=dtype, device=vec.device)
+    if fam == "G4":
+        d1 = (dfc1 / r1) * fc2 * fc3  # (E, K) (dC/dr1) / r1
+        d3 = f12 * dfc3 / r3  # (E, K) (dC/dr3) / r3
+        eta_c = et * cc[:, None, :]  # (E, n_eta, K)
+        y = x * ((d1 + d3)[:, None, :] - 4.0 * eta_c)  # (E, n_eta, K) coefficient of v1
+        vv = x * (2.0 * eta_c - d3[:, None, :])  # (E, n_eta, K) coefficient of v2
+        q1 = torch.stack([w, y, vv * v2[0][:, None], vv * v2[1][:, None],
+                          vv * v2[2][:, None]], dim=1)  # (E, 5, n_eta, K)
+    else:
+        d1 = (dfc1 / r1) * fc2 * valid  # (E, K)
+        y = x * (d1[:, None, :] - 2.0 * et * cc[:, None, :])  # (E, n_eta, K)
+        q1 = torch.stack([w, y], dim=1)  # (E, 2, n_eta, K)
+    wr = w * inv12[:, None, :]  # (E, n_eta, K)
+    q2 = torch.stack([w * (-c / r1sq)[:, None, :], wr * v2[0][:, None],
+                      wr * v2[1][:, None], wr * v2[2][:, None]], dim=1)  # (E, 4, n_eta, K)
+    m1 = torch.bmm(ang, by_species(q1).transpose(1, 2)) * pref[None, :, None]
+    m2 = torch.bmm(dang, by_species(q2).transpose(1, 2)) * dpref[None, :, None]
+    return m1, m2  # (E, n_zl, ns * b1 * n_eta), (E, n_zl, ns * 4 * n_eta)

@@ -1,0 +1,262 @@
+"""Benchmark: forcefit descriptors against DScribe ACSF, TorchANI's AEV and miniff.
+
+Units: times in microseconds per atom (us/atom) or milliseconds per structure, memory in
+bytes per atom. One thread (``torch.set_num_threads(1)``), medians of repeats, all peers in
+this one process and run.
+
+Systems (issue 3): fcc Cu 4x4x4 conventional cells (256 atoms, rattled 0.05 A), the 8x8x8
+version (2048 atoms), both with cutoff 6 A and 8 G2 + 16 G4 functions; 100 rattled ethanol
+molecules (H, C, O: 3 x 8 G2 + 6 x 16 G4 columns).
+
+Reported per system and code: values; values + derivatives (forcefit: analytic per-edge
+dD/dr_ij; DScribe: its numerical dense derivatives, timed on a few centres and scaled to all
+atoms, since the full array takes minutes; TorchANI: values + autograd forces of a random
+linear energy, there is no derivative array); values + forces (forcefit: contraction of the
+stored derivatives and autograd through ``values``); bytes of derivative storage per atom;
+ratios peer / forcefit.
+
+Run:  python benchmarks/descriptors.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+
+os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
+
+from ase.build import bulk, molecule  # noqa: E402
+
+from forcefit import Structure, build_graph  # noqa: E402
+from forcefit.descriptors import DescriptorSet, angular_grid, contract, radial_grid  # noqa: E402
+
+CUTOFF = 6.0
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` in seconds (one warm-up call first)."""
+    fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+
+def cu_atoms(n: int, seed: int = 0):
+    at = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((n, n, n))
+    at.rattle(0.05, seed=seed)
+    return at
+
+
+def ethanols(n: int = 100):
+    out = []
+    for k in range(n):
+        at = molecule("CH3CH2OH")
+        at.rattle(0.05, seed=k)
+        out.append(at)
+    return out
+
+
+def params():
+    g2 = radial_grid(CUTOFF, 8, "centred", r_min=1.0)  # 8 G2
+    g4 = angular_grid(cutoff=CUTOFF, n_eta=2, zetas=(1, 2, 4, 16))  # 2 x 4 x 2 = 16 G4
+    return g2, g4
+
+
+class Row:
+    def __init__(self, system, code, n_atoms):
+        self.system, self.code, self.n_atoms = system, code, n_atoms
+        self.values = self.derivs = self.forces = None  # seconds per structure set
+        self.bytes_per_atom = None
+        self.note = ""
+
+    def us(self, t):
+        return "-" if t is None else f"{t / self.n_atoms * 1e6:10.1f}"
+
+
+# ----------------------------------------------------------------------------- forcefit
+def bench_forcefit(system, atoms_list, species, repeats):
+    g2, g4 = params()
+    ds = DescriptorSet(CUTOFF, species, g2=g2, g4=g4)
+    structures = [Structure.from_ase(a) for a in atoms_list]
+    n = sum(len(s) for s in structures)
+    row = Row(system, "forcefit", n)
+    t_graph = median_time(lambda: build_graph(structures, CUTOFF), max(1, repeats // 2))
+    graph = build_graph(structures, CUTOFF)
+    row.values = median_time(lambda: ds.compute(graph, derivatives=False), repeats)
+    row.derivs = median_time(lambda: ds.compute(graph, derivatives=True), repeats)
+    d, dd = ds.compute(graph)
+    w = torch.randn(ds.n_features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    vec = graph.edge_vectors()
+
+    def forces_contract():
+        d, dd = ds.compute(graph)
+        return contract(w.expand(d.shape[0], -1), dd, graph, vec)
+
+    def forces_autograd():
+        v = graph.edge_vectors().requires_grad_(True)
+        e = (ds.values(graph, v) @ w).sum()
+        return torch.autograd.grad(e, v)[0]
+
+    row.forces = median_time(forces_contract, repeats)
+    t_auto = median_time(forces_autograd, max(1, repeats // 2))
+    row.bytes_per_atom = dd.numel() * dd.element_size() / n
+    row.note = (f"{graph.i.shape[0]} edges, F={ds.n_features}; neighbour list "
+                f"{t_graph / n * 1e6:.1f} us/atom (not included); values + forces by autograd "
+                f"{t_auto / n * 1e6:.1f} us/atom; float32 storage "
+                f"{row.bytes_per_atom / 2:.0f} B/atom")
+    return row, ds
+
+
+# ----------------------------------------------------------------------------- DScribe
+def bench_dscribe(system, atoms_list, species, repeats, deriv_centres=2):
+    try:
+        from dscribe.descriptors import ACSF
+    except ImportError as err:
+        print(f"  DScribe skipped: {err}")
+        return None
+    g2, g4 = params()
+    periodic = bool(atoms_list[0].pbc.any())
+    acsf = ACSF(r_cut=CUTOFF, g2_params=g2, g4_params=g4, species=species, periodic=periodic)
+    n = sum(len(a) for a in atoms_list)
+    row = Row(system, "DScribe ACSF", n)
+    arg = atoms_list[0] if len(atoms_list) == 1 else atoms_list
+    row.values = median_time(lambda: acsf.create(arg), repeats)
+    # numerical derivatives: time a few centres of the first structure, scale to all atoms
+    at = atoms_list[0]
+    centres = list(range(min(deriv_centres, len(at))))
+    t = median_time(lambda: acsf.derivatives(at, centers=centres, attach=True,
+                                             return_descriptor=True), 1)
+    per_centre = t / len(centres)
+    row.derivs = per_centre * n
+    f = acsf.get_number_of_features()
+    row.bytes_per_atom = len(at) * 3 * f * 8  # dense (centres, atoms, 3, F) float64 per centre
+    row.note = (f"derivatives: {len(centres)} centres of a {len(at)}-atom structure "
+                f"took {t:.2f} s, scaled to {n} centres; dense array")
+    return row
+
+
+# ----------------------------------------------------------------------------- TorchANI
+def bench_torchani(system, atoms_list, species, repeats):
+    try:
+        import torchani
+        from torchani.aev import AEVComputer
+        from torchani.aev._terms import ANIAngular, ANIRadial
+    except ImportError as err:
+        print(f"  TorchANI skipped: {err}")
+        return None
+    # 8 radial (1 eta x 8 shifts) and 16 angular (1 eta x 1 zeta x 4 shifts x 4 sections)
+    radial = ANIRadial(eta=4.0, shifts=list(np.linspace(0.9, CUTOFF - 0.6, 8)), cutoff=CUTOFF)
+    angular = ANIAngular(eta=2.0, zeta=8.0, shifts=list(np.linspace(0.9, CUTOFF - 0.6, 4)),
+                         sections=list(np.linspace(0.2, 2.9, 4)), cutoff=CUTOFF)
+    periodic = bool(atoms_list[0].pbc.any())
+    try:
+        aev = AEVComputer(radial=radial, angular=angular, num_species=len(species),
+                          neighborlist="cell_list" if periodic else "all_pairs").double()
+    except Exception as err:  # noqa: BLE001  peer API differences: report, do not fail
+        print(f"  TorchANI skipped: cannot build the AEV computer ({err})")
+        return None
+    del torchani
+    zmap = {z: k for k, z in enumerate(sorted(species))}
+    elem = torch.tensor([[zmap[z] for z in a.numbers] for a in atoms_list])  # (molecules, atoms)
+    coords = torch.tensor(np.array([a.positions for a in atoms_list]), dtype=torch.float64)
+    kw = {}
+    if periodic:
+        kw = {"cell": torch.tensor(np.array(atoms_list[0].cell), dtype=torch.float64),
+              "pbc": torch.tensor([True, True, True])}
+    n = int(elem.numel())
+    row = Row(system, "TorchANI AEV", n)
+    try:
+        with torch.no_grad():
+            out = aev(elem, coords, **kw)
+        row.values = median_time(lambda: aev(elem, coords, **kw), repeats)
+        w = torch.randn(out.shape[-1], dtype=torch.float64)
+
+        def with_forces():
+            c = coords.clone().requires_grad_(True)
+            e = (aev(elem, c, **kw) @ w).sum()
+            return torch.autograd.grad(e, c)[0]
+
+        row.forces = median_time(with_forces, repeats)
+    except Exception as err:  # noqa: BLE001
+        print(f"  TorchANI skipped on {system}: {type(err).__name__}: {err}")
+        return None
+    row.note = f"{out.shape[-1]} AEV features (ANI functions, same counts); forces by autograd"
+    return row
+
+
+def miniff_reason() -> str | None:
+    try:
+        import miniff  # noqa: F401
+    except ImportError:
+        return ("miniff 0.1.4 is not installed in this environment; it pins its own torch "
+                "(a multi-GB CUDA download here) and builds Cython kernels, so it does not "
+                "install quickly into a separate venv on this machine: skipped")
+    return None
+
+
+# ----------------------------------------------------------------------------- report
+def report(rows, ref):
+    print(f"  {'code':<14}{'values':>12}{'val+deriv':>12}{'val+forces':>12}"
+          f"{'deriv B/atom':>14}   (us/atom)")
+    for r in rows:
+        b = "-" if r.bytes_per_atom is None else f"{r.bytes_per_atom:12.0f}"
+        print(f"  {r.code:<14}{r.us(r.values):>12}{r.us(r.derivs):>12}{r.us(r.forces):>12}"
+              f"{b:>14}")
+    for r in rows:
+        if r is ref:
+            continue
+        parts = []
+        for key in ("values", "derivs", "forces"):
+            a, b = getattr(r, key), getattr(ref, key)
+            if a is not None and b is not None:
+                parts.append(f"{key} {a / b:.1f}x")
+        if r.bytes_per_atom and ref.bytes_per_atom:
+            parts.append(f"memory {r.bytes_per_atom / ref.bytes_per_atom:.1f}x")
+        print(f"  ratio {r.code} / forcefit: " + ", ".join(parts))
+    for r in rows:
+        if r.note:
+            print(f"  note {r.code}: {r.note}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="skip the 2048-atom system")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    warnings.filterwarnings("ignore")
+    print(f"forcefit descriptor benchmark: torch {torch.__version__}, 1 thread, "
+          f"cutoff {CUTOFF} A, medians of {args.repeats}")
+    reason = miniff_reason()
+    if reason:
+        print(f"miniff: {reason}")
+    systems = [("Cu256", [cu_atoms(4)], [29], args.repeats)]
+    if not args.quick:
+        systems.append(("Cu2048", [cu_atoms(8)], [29], max(1, args.repeats // 3)))
+    systems.append(("ethanol x100", ethanols(100), [1, 6, 8], args.repeats))
+    for name, atoms_list, species, reps in systems:
+        print(f"\n== {name}: {sum(len(a) for a in atoms_list)} atoms")
+        ff, _ = bench_forcefit(name, atoms_list, species, reps)
+        rows = [ff]
+        for fn in (bench_dscribe, bench_torchani):
+            r = fn(name, atoms_list, species, reps)
+            if r is not None:
+                rows.append(r)
+        report(rows, ff)
+        ms = ff.derivs * 1e3 / len(atoms_list)
+        print(f"  forcefit values + per-edge derivatives: {ms:.1f} ms per structure")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
