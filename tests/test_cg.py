@@ -265,6 +265,27 @@ def test_force_matching_pair_potential_with_exclusions():
     assert no_excl > 100 * res.test_mae
 
 
+def test_least_squares_spline_pair_potential():
+    """A tabulated nonbonded spline (the potentials layer's SplinePair) of a small CG liquid,
+    fitted in closed form: the forces are affine in its knot values, so the fit recovers the
+    generating table's forces over the sampled distances."""
+    from forcefit.potentials import SplinePair
+
+    knots = np.linspace(0.22, 0.55, 12)
+    true_vals = 4.0 * np.exp(-((knots[:-1] - 0.22) / 0.08)) - 0.5 * np.exp(
+        -((knots[:-1] - 0.35) / 0.05) ** 2)
+    true = SplinePair(knots, true_vals).double()
+    rng = np.random.default_rng(8)
+    pos = rng.uniform(0, 1.2, size=(40, 10, 3))
+    data = CGData(pos, np.zeros_like(pos), cell=np.eye(3) * 1.2, pbc=True, units=UNITS)
+    data.forces = predict_forces(true, data, torch.arange(40)).detach()
+    fit = SplinePair(knots, np.zeros(11)).double()
+    least_squares_linear(fit, data, "values")
+    r = np.linspace(0.25, 0.54, 40)
+    np.testing.assert_allclose(tabulate_pair(fit, r)[1], tabulate_pair(true, r)[1],
+                               atol=1e-6 * np.abs(tabulate_pair(true, r)[1]).max())
+
+
 def test_split_frames_disjoint_and_seeded():
     a = split_frames(100, (0.5, 0.2, 0.3), seed=4)
     b = split_frames(100, (0.5, 0.2, 0.3), seed=4)

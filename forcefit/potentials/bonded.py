@@ -42,6 +42,7 @@ th0 = pi * sigmoid(raw). The physical values are properties (``kb``, ``b0``, ...
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -301,6 +302,23 @@ class _Bonded(nn.Module):
         if self.units:
             cfg["units"] = dict(self.units)
         return cfg
+
+    def permuted(self, perm) -> _Bonded:
+        """A copy for the atoms reordered by ``perm``: new atom a is old atom perm[a].
+
+        An explicit topology names atoms, so it must be relabelled with them (the physics
+        kit's permutation check needs this; a term is not invariant to renaming its atoms).
+        """
+        perm_t = torch.as_tensor(np.asarray(perm, dtype=np.int64))
+        if sorted(perm_t.tolist()) != list(range(len(perm_t))):
+            raise ValueError(f"{type(self).__name__}.permuted: 'perm' is not a permutation")
+        if self.topology.numel() and int(self.topology.max()) >= len(perm_t):
+            raise ValueError(f"{type(self).__name__}.permuted: topology refers to atom "
+                             f"{int(self.topology.max())}, perm has {len(perm_t)} entries")
+        inverse = torch.argsort(perm_t)  # old index -> new index
+        out = copy.deepcopy(self)
+        out.topology = inverse[self.topology]
+        return out
 
     def _vectors(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
         idx, owner = _term_atoms(graph, self.topology, type(self).__name__)
