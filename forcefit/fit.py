@@ -59,7 +59,7 @@ class ModelSettings:
 
 @dataclasses.dataclass
 class TrainingSettings:
-    """FitSNAP's ``[PYTORCH]`` keys plus optimiser options (see :class:`forcefit.train.TrainConfig`).
+    """FitSNAP's ``[PYTORCH]`` keys plus optimiser options (:class:`forcefit.train.TrainConfig`).
 
     ``dtype``: training precision of the network and cached values; ``derivative_dtype``:
     storage of the cached dD (float32 halves the memory). ``per_atom_energy``: energy per
@@ -188,6 +188,18 @@ def _species(dset, structures) -> list[int]:
                              f"does not cover (species {declared})")
         return declared
     return present
+
+
+def _same_descriptors(dset):
+    """Factory for :func:`forcefit.saved.load`: reuse ``dset`` when the saved config matches,
+    otherwise rebuild the saved descriptors through ``forcefit.descriptors``."""
+    def factory(config: dict):
+        if config == dset.to_config():
+            return dset
+        from .saved import _descriptors_from_config
+
+        return _descriptors_from_config(config)
+    return factory
 
 
 def _log(settings: FitSettings) -> Callable[[str], Any] | None:
@@ -344,8 +356,11 @@ def fit_potential(structures: Sequence[Structure], settings: FitSettings, *,
     outdir = settings.output_dir
     os.makedirs(outdir, exist_ok=True)
     species = _species(dset, structures)
-    if t.save_state_input:
-        model = load(t.save_state_input)
+    if t.save_state_input:  # FitSNAP's restart / "calculate errors on a test set"
+        model = load(t.save_state_input, descriptor_factory=_same_descriptors(dset))
+        if model.species != species:
+            raise ValueError(f"save_state_input {t.save_state_input}: species {model.species} "
+                             f"differ from the data's {species}")
     else:
         model = build_model(dset, species, settings.model, prior, settings.seed)
         _normalise(model, ds, split.train, settings.model)
@@ -360,7 +375,8 @@ def fit_potential(structures: Sequence[Structure], settings: FitSettings, *,
     pred = predict(model, ds, testing)
     rows, paths = write_outputs(outdir, structures, pred, settings.outputs, history)
     meta = {"config": settings.to_dict(), "data_sha256": structures_hash(structures),
-            "split": split.to_dict(), "groups": {k: dataclasses.asdict(v) for k, v in specs.items()},
+            "split": split.to_dict(),
+            "groups": {k: dataclasses.asdict(v) for k, v in specs.items()},
             "metrics": [dataclasses.asdict(r) for r in rows]}
     if t.save_state_output:
         paths["model"] = save(model, os.path.join(outdir, t.save_state_output), meta)

@@ -167,3 +167,23 @@ def test_bad_settings_are_named(tmp_path):
     s.descriptors = ToyRadial(species=(28,))
     with pytest.raises(ValueError, match="Cu"):
         fit_potential(structs, s)
+
+
+def test_save_state_input_restarts_and_evaluates(tmp_path):
+    """FitSNAP's save_state_input: num_epochs = 0 only evaluates the loaded model; more epochs
+    continue training from it."""
+    structs = cu_structures(8)
+    first = fit_potential(structs, _nn_settings(tmp_path / "a", 2))
+    s = _nn_settings(tmp_path / "b", 0)
+    s.training.save_state_input = first.paths["model"]
+    again = fit_potential(structs, s)
+    for (k, x), (_, y) in zip(first.model.state_dict().items(), again.model.state_dict().items()):
+        assert torch.equal(x, y), k
+    assert Path(again.paths["perconfig"]).read_text() == Path(first.paths["perconfig"]).read_text()
+    s = _nn_settings(tmp_path / "c", 2)
+    s.training.save_state_input = first.paths["model"]
+    more = fit_potential(structs, s)
+    assert more.history.train_loss[0] < first.history.train_loss[0]
+    s.descriptors = ToyRadial(cutoff=4.2, species=(28, 29))  # not the saved descriptors
+    with pytest.raises(ValueError, match="model.pt: field 'descriptors'"):
+        fit_potential(structs, s)

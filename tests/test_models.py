@@ -12,7 +12,7 @@ from ase.calculators.emt import EMT
 
 from forcefit import Structure
 from forcefit.data import FeatureDataset
-from forcefit.models import (AtomicNetwork, FittedPotential, LinearAtomic, NormalEquations,
+from forcefit.models import (AtomicNetwork, FittedPotential, LinearAtomic, LinearLeastSquares,
                              contract_reference, parse_layers, solve_linear)
 from forcefit.neighbors import build_graph
 from forcefit.potentials.base import evaluate
@@ -280,7 +280,7 @@ def test_miniff_toy_fit_linear_closed_form():
     g = torch.stack([r**i * torch.exp(-r) for i in range(3)], dim=1)  # (points, 3)
     ds = FeatureDataset.from_tensors(g, [1] * 100, energy=f)
     lin = LinearAtomic(3, 1, bias=False)
-    ne = NormalEquations(lin)
+    ne = LinearLeastSquares(lin)
     b = ds.collate(np.arange(100))
     ne.add_batch(b, b.values, None, torch.zeros(100, dtype=torch.int64), per_atom=False)
     ne.solve(ridge=0.0)

@@ -143,8 +143,10 @@ class FeatureDataset:
         )
         labels = cls._labels(structures)
         if weights is None:
-            weights = np.ones((len(structures), 3)) * np.array([s.weight for s in structures])[:, None]
-        ds = cls(values=values, derivatives=dd, weights=torch.as_tensor(weights, dtype=torch.float64),
+            own = np.array([s.weight for s in structures])  # (structures,)
+            weights = np.ones((len(structures), 3)) * own[:, None]
+        ds = cls(values=values, derivatives=dd,
+                 weights=torch.as_tensor(weights, dtype=torch.float64),
                  names=[s.name or f"structure_{k}" for k, s in enumerate(structures)],
                  groups=[s.group for s in structures], cutoff=cutoff, **geo, **labels)
         ds._set_prior(prior, structures, chunk)
@@ -190,7 +192,8 @@ class FeatureDataset:
             forces=z(n, 3, dtype=torch.float64), has_forces=torch.zeros(s, dtype=torch.bool),
             stress=z(s, 3, 3, dtype=torch.float64), has_stress=torch.zeros(s, dtype=torch.bool),
             prior_energy=z(s, dtype=torch.float64), prior_forces=z(n, 3, dtype=torch.float64),
-            prior_stress=z(s, 3, 3, dtype=torch.float64), weights=torch.ones(s, 3, dtype=torch.float64),
+            prior_stress=z(s, 3, 3, dtype=torch.float64),
+            weights=torch.ones(s, 3, dtype=torch.float64),
             names=list(names) if names else [f"structure_{k}" for k in range(s)],
             groups=list(groups) if groups else ["default"] * s, cutoff=0.0,
         )
@@ -324,8 +327,10 @@ def structures_hash(structures: Sequence[Structure]) -> str:
 def _normalise_result(result, n_atoms, n_edges, derivatives):
     """Turn what ``compute_dataset`` returned into concatenated (D, dD)."""
     if isinstance(result, dict):
-        result = (result.get("values", result.get("D")), result.get("derivatives", result.get("dD")))
-    if hasattr(result, "values") and hasattr(result, "derivatives") and not isinstance(result, tuple):
+        result = (result.get("values", result.get("D")),
+                  result.get("derivatives", result.get("dD")))
+    if (hasattr(result, "values") and hasattr(result, "derivatives")
+            and not isinstance(result, tuple)):
         result = (result.values, result.derivatives)
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.Tensor):
         return result[0], result[1]

@@ -25,7 +25,8 @@ def training_atoms(dataset: FeatureDataset, train: np.ndarray) -> torch.Tensor:
     return _ranges(dataset.atom_offsets[idx], dataset.n_atoms[idx])
 
 
-def feature_statistics(dataset: FeatureDataset, train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+def feature_statistics(dataset: FeatureDataset,
+                       train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean (F,), std (F,)) of the descriptor values over the training atoms, float64."""
     rows = training_atoms(dataset, train)
     if rows.numel() == 0:

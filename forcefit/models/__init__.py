@@ -4,11 +4,12 @@ Units: per-atom energies in eV; inputs are standardised descriptors (see
 :mod:`forcefit.models.potential` for the full energy expression).
 """
 
-from .linear import LinearAtomic, NormalEquations, solve_linear
+from .linear import LinearAtomic, LinearLeastSquares, NormalEquations, solve_linear
 from .networks import ACTIVATIONS, AtomicNetwork, parse_layers
 from .potential import FittedPotential, atomic_model_from_config, contract, contract_reference
 
 __all__ = [
-    "ACTIVATIONS", "AtomicNetwork", "FittedPotential", "LinearAtomic", "NormalEquations",
+    "ACTIVATIONS", "AtomicNetwork", "FittedPotential", "LinearAtomic", "LinearLeastSquares",
+    "NormalEquations",
     "atomic_model_from_config", "contract", "contract_reference", "parse_layers", "solve_linear",
 ]

@@ -14,11 +14,12 @@ the weighted least-squares problem over energy, force and stress rows is solved 
     rows:   E_m / N_m  (or E_m)          = sum_i [1, phi(x_i)] . c_s(i)          (energy)
             F_{a,c}                      = sum_e (d_{a,i_e} - d_{a,j_e}) dphi_e[:, c] . c_s(i_e)
             sigma_{ab} V                 = sym( sum_e r_e,a dphi_e[:, b] . c_s(i_e) )  (stress)
-    solve   (A^T W A + lambda * mean(diag(A^T W A)) * I') c = A^T W y          (ridge)
+    solve   min_c ||W^1/2 (A c - y)||^2 + lambda s ||I' c||^2                       (ridge)
 
 with dphi_e = d phi(x_{i_e}) / d r_e from the cached per-edge derivatives, W the row weights
-(group eweight / fweight / vweight), I' the identity without the bias columns, and targets
-y = label - prior. Normal equations are accumulated batch by batch (memory bounded by a batch).
+(group eweight / fweight / vweight), I' the identity without the bias columns, s the mean
+squared column norm of W^1/2 A, and targets y = label - prior. The rows are reduced batch by
+batch to a triangular factor by QR (memory bounded by a batch, no normal equations).
 """
 
 from __future__ import annotations
@@ -74,23 +75,30 @@ class LinearAtomic(nn.Module):
         return e
 
 
-class NormalEquations:
-    """Accumulates A^T W A and A^T W y over batches for a :class:`LinearAtomic`."""
+class LinearLeastSquares:
+    """Weighted least squares over batches for a :class:`LinearAtomic`, by a streamed QR.
+
+    Rows sqrt(w) [a | y] of every batch are stacked under the running triangular factor and
+    re-factorised (``torch.linalg.qr``, tall-skinny QR), so A^T W A is never formed and the
+    conditioning is that of A, not its square; memory is one batch plus (cols+1)^2.
+    ``min ||W^1/2 (A c - y)||^2 + lambda s ||I' c||^2`` is then solved from the factor.
+    """
 
     def __init__(self, model: LinearAtomic) -> None:
         self.model = model
         self.p = n_terms(model.n_features, model.quadratic) + 1  # bias column first
         self.cols = model.n_species * self.p
-        self.ata = torch.zeros(self.cols, self.cols, dtype=torch.float64)
-        self.aty = torch.zeros(self.cols, dtype=torch.float64)
+        self.r = torch.zeros(0, self.cols + 1, dtype=torch.float64)  # (<= cols+1, cols+1)
         self.rows = 0
 
     def add(self, a: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
         """Rows a (rows, cols), targets y (rows,), weights w (rows,) >= 0."""
         keep = w > 0
         a, y, w = a[keep], y[keep], w[keep]
-        self.ata += a.T @ (a * w[:, None])
-        self.aty += a.T @ (w * y)
+        if a.shape[0] == 0:
+            return
+        rows = torch.cat([a, y[:, None]], dim=1) * w.sqrt()[:, None]  # (rows, cols + 1)
+        self.r = torch.linalg.qr(torch.cat([self.r, rows]), mode="r").R
         self.rows += int(a.shape[0])
 
     def add_batch(self, batch, x: torch.Tensor, dx: torch.Tensor | None, sp: torch.Tensor,
@@ -135,23 +143,25 @@ class NormalEquations:
         self.add(sig.reshape(s * 9, -1), s_y.reshape(-1), s_w.reshape(-1))
 
     def solve(self, ridge: float = 1e-8) -> None:
-        """Solve the ridge system and write the coefficients into the model."""
+        """Solve the ridge problem and write the coefficients into the model.
+
+        ``ridge`` is relative: lambda = ridge * mean squared column norm of W^1/2 A."""
         if self.rows == 0:
             raise ValueError("linear fit: no rows with a positive weight (no labels to fit)")
-        m, p = self.model, self.p
+        m, p, cols = self.model, self.p, self.cols
         reg = torch.ones(m.n_species, p, dtype=torch.float64)
-        reg[:, 0] = 0.0 if m.use_bias else 1.0  # bias is not penalised
-        scale = float(torch.diagonal(self.ata).mean().clamp(min=1e-300))
-        lhs = self.ata + ridge * scale * torch.diag(reg.reshape(-1))
-        if not m.use_bias:  # drop the bias columns entirely
-            keep = torch.ones(m.n_species, p, dtype=torch.bool)
-            keep[:, 0] = False
-            keep = keep.reshape(-1)
-            c = torch.zeros(self.cols, dtype=torch.float64)
-            c[keep] = torch.linalg.lstsq(lhs[keep][:, keep], self.aty[keep, None],
-                                         driver="gelsd").solution[:, 0]
-        else:
-            c = torch.linalg.lstsq(lhs, self.aty[:, None], driver="gelsd").solution[:, 0]
+        reg[:, 0] = 0.0  # the bias is not penalised
+        scale = float(self.r[:, :cols].square().sum() / cols)
+        pen = torch.zeros(cols, cols + 1, dtype=torch.float64)
+        pen[:, :cols] = torch.diag((ridge * scale * reg.reshape(-1)).sqrt())
+        r = torch.linalg.qr(torch.cat([self.r, pen]), mode="r").R  # (cols + 1, cols + 1)
+        keep = torch.ones(m.n_species, p, dtype=torch.bool)
+        if not m.use_bias:
+            keep[:, 0] = False  # no bias columns at all
+        keep = keep.reshape(-1)
+        c = torch.zeros(cols, dtype=torch.float64)
+        c[keep] = torch.linalg.lstsq(r[:, :cols][:, keep], r[:, cols:],
+                                     driver="gelsd").solution[:, 0]
         c = c.reshape(m.n_species, p)
         if not torch.isfinite(c).all():
             raise FloatingPointError("linear fit: the solution is not finite (increase ridge)")
@@ -160,12 +170,12 @@ class NormalEquations:
             m.weight.copy_(c[:, 1:].to(m.weight.dtype))
 
 
-def residual_report(ne: NormalEquations) -> dict:
-    return {"rows": ne.rows, "columns": ne.cols, "rank_hint": int(np.linalg.matrix_rank(ne.ata.numpy()))}
+#: former name, kept for callers
+NormalEquations = LinearLeastSquares
 
 
 def solve_linear(potential, dataset, train, *, per_atom: bool = True, ridge: float = 1e-8,
-                 batch_size: int = 16) -> NormalEquations:
+                 batch_size: int = 16) -> LinearLeastSquares:
     """Closed-form fit of ``potential.atomic`` (a :class:`LinearAtomic`) on ``train`` structures.
 
     ``potential`` is a :class:`~forcefit.models.potential.FittedPotential` (its standardisation
@@ -179,7 +189,7 @@ def solve_linear(potential, dataset, train, *, per_atom: bool = True, ridge: flo
         potential.energy_scale.fill_(1.0)
         if model.use_bias:
             potential.ref_energy.zero_()
-    ne = NormalEquations(model)
+    ne = LinearLeastSquares(model)
     mean = potential.feature_mean.to(torch.float64)
     std = potential.feature_std.to(torch.float64)
     train = np.asarray(train, dtype=np.int64)

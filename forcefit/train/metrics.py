@@ -125,7 +125,8 @@ def find_metric(rows: Sequence[MetricRow], group: str, subset: str, prop: str) -
 
 
 def format_metrics(rows: Sequence[MetricRow]) -> str:
-    lines = [f"{'Group':<20} {'Train/Test':<10} {'Property':<8} {'Count':>8} {'MAE':>14} {'RMSE':>14}"]
+    head = ("Group", "Train/Test", "Property", "Count", "MAE", "RMSE")
+    lines = ["{:<20} {:<10} {:<8} {:>8} {:>14} {:>14}".format(*head)]
     for r in rows:
         lines.append(f"{r.group:<20} {r.subset:<10} {r.prop:<8} {r.count:>8d} "
                      f"{r.mae:>14.6e} {r.rmse:>14.6e}")
