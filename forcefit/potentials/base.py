@@ -7,6 +7,9 @@ coarse-grained potentials) is a ``torch.nn.Module`` with
   in the coarse-grained module), and
 - ``forward(graph, vectors) -> energies``: per-atom energies, shape (atoms,), from a
   :class:`~forcefit.neighbors.Graph` and its edge vectors ``vectors`` (edges, 3).
+  Edges with ``|r| >= cutoff`` must contribute nothing: a graph built with a larger radius
+  (a :class:`~forcefit.potentials.Sum` of terms, a calculator's neighbour-list skin) must give
+  the same energies (``forcefit.testing.check_extra_edges_ignored``).
 
 Energy is the primitive: :func:`evaluate` obtains forces F = -dE/dr and the stress
 sigma = (1/V) dE/d(epsilon) (ASE sign, positive is tensile) by differentiating through a
