@@ -414,6 +414,21 @@ class DescriptorSet:
         ends = torch.searchsorted(chunk_of, torch.arange(n_chunks, device=device), right=True)
         acc = vec.new_zeros((n_atoms * self.n_pairs, self.n_angular))
         a0 = 0
+        if not derivatives:  # values only: unordered pairs per centre, no per-edge sums
+            parts = []
+            for a1 in ends.tolist():  # loop over chunks of centres (a handful), not atoms
+                e0 = int(edge_bounds[a0 - 1]) if a0 > 0 else 0
+                e1 = int(edge_bounds[a1 - 1]) if a1 > 0 else 0
+                if e1 > e0:
+                    sl = slice(e0, e1)
+                    parts.append(self._centre_values(vec[sl], r[sl], fc[sl], ci[sl] - a0,
+                                                     a1 - a0, sp_j[sl]))
+                else:
+                    parts.append(vec.new_zeros((a1 - a0, self.n_pairs, self.n_angular)))
+                a0 = a1
+            if not parts:
+                return vec.new_zeros((n_atoms, self.n_pairs * self.n_angular))
+            return torch.cat(parts, dim=0).reshape(n_atoms, self.n_pairs * self.n_angular)
         for a1 in ends.tolist():  # loop over chunks of centres (a handful), not atoms
             e0 = int(edge_bounds[a0 - 1]) if a0 > 0 else 0
             e1 = int(edge_bounds[a1 - 1]) if a1 > 0 else 0
@@ -433,11 +448,11 @@ class DescriptorSet:
         del E
         return acc.reshape(n_atoms, self.n_pairs * self.n_angular)
 
-    def _angular_chunk(self, vec, r, fc, dfc, ci, n_centres, sp_j, derivatives):
-        """Per-edge angular sums for a contiguous block of centres.
+    def _pair_masks(self, vec, ci, n_centres):
+        """Padded per-centre neighbour slots and the pair masks (no autograd).
 
-        Returns v (E, n_species, n_angular): sum over ordered pairs (e, k) of g, split by the
-        species of k; and, with derivatives, d (E, n_species, n_angular, 3) = sum_k dg/dv_e.
+        Returns starts (centres,), pair_ok (centres, nmax, nmax) for j != k, and near
+        (same shape) for r_jk < rc (None without G4).
         """
         device = vec.device
         E = int(vec.shape[0])
@@ -452,11 +467,66 @@ class DescriptorSet:
             filled[ci, pos] = True
             pair_ok = filled[:, :, None] & filled[:, None, :]  # (centres, nmax, nmax)
             pair_ok &= ~torch.eye(nmax, dtype=torch.bool, device=device)
+            near = None
             if self.g4:  # r_jk^2 = r_ij^2 + r_ik^2 - 2 r_ij . r_ik from the Gram matrix
                 rsq = (vpad * vpad).sum(dim=2)  # (centres, nmax)
                 r3sq = rsq[:, :, None] + rsq[:, None, :] - 2.0 * torch.bmm(
                     vpad, vpad.transpose(1, 2))  # (centres, nmax, nmax)
                 near = pair_ok & (r3sq < self.cutoff**2 * (1 + 1e-9))
+        return starts, pair_ok, near
+
+    def _centre_values(self, vec, r, fc, ci, n_centres, sp_j):
+        """Angular values (centres, n_pairs, n_angular) from unordered pairs j < k."""
+        device = vec.device
+        starts, pair_ok, near = self._pair_masks(vec, ci, n_centres)
+        upper = torch.triu(torch.ones_like(pair_ok[0]), diagonal=1)  # (nmax, nmax) j < k
+        table = self._pair_table.to(device)
+        outs = []
+        for fam, rows in (("G4", self.g4), ("G5", self.g5)):
+            if not rows:
+                continue
+            with torch.no_grad():
+                mask = (near if fam == "G4" else pair_ok) & upper
+                cc, aa, bb = torch.nonzero(mask, as_tuple=True)  # sorted by centre
+                per_c = torch.bincount(cc, minlength=n_centres)  # (centres,)
+                tmax = max(int(per_c.max()) if cc.numel() else 0, 1)
+                seg = torch.cumsum(per_c, 0) - per_c
+                slot = cc * tmax + (torch.arange(cc.shape[0], device=device) - seg[cc])
+                a_idx = torch.zeros(n_centres * tmax, dtype=torch.int64, device=device)
+                b_idx = torch.zeros_like(a_idx)
+                a_idx[slot] = starts[cc] + aa
+                b_idx[slot] = starts[cc] + bb
+                valid = torch.zeros(n_centres * tmax, dtype=torch.bool, device=device)
+                valid[slot] = True
+                a_idx, b_idx = a_idx.reshape(-1, tmax), b_idx.reshape(-1, tmax)
+                valid = valid.reshape(-1, tmax)  # (centres, tmax)
+                onehot = None
+                if self.n_pairs > 1:
+                    pidx = table[sp_j[a_idx], sp_j[b_idx]]  # (centres, tmax)
+                    onehot = torch.nn.functional.one_hot(pidx, self.n_pairs)
+                    onehot = onehot.to(vec.dtype).transpose(1, 2).contiguous()  # (C, n_pairs, T)
+            params = torch.tensor(rows, dtype=torch.float64)  # (F_fam, 3)
+            etas64, eta_idx = torch.unique(params[:, 0], return_inverse=True)
+            zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)
+            zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
+            n_eta, n_zl = etas64.shape[0], zl64.shape[0]
+            kernel = _centre_sums if not self.compiled else _compiled_centre()
+            m = kernel(vec, r, fc, a_idx, b_idx, valid, onehot,
+                       etas64.to(dtype=vec.dtype, device=device), fam=fam, zl=zl_list,
+                       cutoff=self.cutoff, kind=self.cutoff_function)  # (C, n_zl, np*n_eta)
+            m = m.reshape(n_centres, n_zl, self.n_pairs, n_eta).permute(0, 2, 1, 3)
+            cols = (zl_idx * n_eta + eta_idx).to(device)  # (F_fam,)
+            outs.append(m.reshape(n_centres, self.n_pairs, n_zl * n_eta)[:, :, cols])
+        return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
+
+    def _angular_chunk(self, vec, r, fc, dfc, ci, n_centres, sp_j, derivatives):
+        """Per-edge angular sums for a contiguous block of centres.
+
+        Returns v (E, n_species, n_angular): sum over ordered pairs (e, k) of g, split by the
+        species of k; and, with derivatives, d (E, n_species, n_angular, 3) = sum_k dg/dv_e.
+        """
+        E = int(vec.shape[0])
+        starts, pair_ok, near = self._pair_masks(vec, ci, n_centres)
         outs_v, outs_d = [], []
         for fam, rows in (("G4", self.g4), ("G5", self.g5)):
             if not rows:
@@ -648,3 +718,50 @@ def _pair_sums(vec, r, fc, dfc, e2p, valid, onehot, etas, *, fam: str, zl: tuple
     m1 = torch.bmm(ang, by_species(q1).transpose(1, 2)) * pref[None, :, None]
     m2 = torch.bmm(dang, by_species(q2).transpose(1, 2)) * dpref[None, :, None]
     return m1, m2  # (E, n_zl, ns * b1 * n_eta), (E, n_zl, ns * 4 * n_eta)
+
+
+_COMPILED_CENTRE = None
+
+
+def _compiled_centre():
+    global _COMPILED_CENTRE
+    if _COMPILE_FAILED:
+        return _centre_sums
+    if _COMPILED_CENTRE is None:
+        _COMPILED_CENTRE = torch.compile(_centre_sums, dynamic=True)
+    return _COMPILED_CENTRE
+
+
+def _centre_sums(vec, r, fc, a_idx, b_idx, valid, onehot, etas, *, fam: str, zl: tuple,
+                 cutoff: float, kind: str):
+    """Angular values per centre from its unordered pairs (pure function).
+
+    a_idx, b_idx, valid (C, T): the two edges of each padded pair slot of each centre;
+    onehot (C, n_pairs, T) species pair of the slot or None. Returns
+    (C, n_zl, n_pairs * n_eta) = sum over pairs of 2^(1-zeta) (1 + lambda c)^zeta w_eta.
+    """
+    C, T = a_idx.shape
+    va, vb = vec.t()[:, a_idx], vec.t()[:, b_idx]  # (3, C, T) each
+    ra, rb, fa, fb = r[a_idx], r[b_idx], fc[a_idx], fc[b_idx]  # (C, T)
+    dot = va[0] * vb[0] + va[1] * vb[1] + va[2] * vb[2]  # (C, T)
+    c = dot / (ra * rb)  # (C, T) cos theta
+    pw_of = {}
+    for lm in sorted({lm for _, lm in zl}):
+        base = (1.0 + lm * c).clamp(min=0.0)  # (C, T)
+        pw_of[lm] = _powers(base, [z for z, l2 in zl if l2 == lm])
+    ang = torch.stack([pw_of[lm][z] for z, lm in zl], dim=1)  # (C, n_zl, T)
+    pref = torch.tensor([2.0 ** (1.0 - z) for z, _ in zl], dtype=vec.dtype, device=vec.device)
+    s12 = ra * ra + rb * rb  # (C, T)
+    if fam == "G4":
+        r3sq = torch.where(valid, (s12 - 2.0 * dot).clamp(min=0.0),
+                           torch.full_like(dot, cutoff * cutoff))  # (C, T); empty -> rc
+        fc3 = cutoff_function(torch.sqrt(r3sq), cutoff, kind)
+        cc = fa * fb * fc3  # (C, T)
+        rsq = s12 + r3sq
+    else:
+        cc = fa * fb * valid
+        rsq = s12
+    w = torch.exp(-etas[None, :, None] * rsq[:, None, :]) * cc[:, None, :]  # (C, n_eta, T)
+    if onehot is not None:
+        w = (onehot[:, :, None, :] * w[:, None]).reshape(C, -1, T)  # (C, n_pairs*n_eta, T)
+    return torch.bmm(ang, w.transpose(1, 2)) * pref[None, :, None]
