@@ -559,25 +559,41 @@ class DescriptorSet:
         n_eta, n_zl = etas64.shape[0], zl64.shape[0]
         zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
         T = int(e1.shape[0])
-        with torch.no_grad():
-            k_per = torch.bincount(e1, minlength=E)  # (E,) pairs per first edge
-            K = max(int(k_per.max()) if T else 0, 1)
-            seg = torch.cumsum(k_per, 0) - k_per  # (E,)
-            slot = e1 * K + (torch.arange(T, device=device) - seg[e1])  # (T,)
-            e2p = torch.arange(E, device=device).repeat_interleave(K)  # (E * K,) dummy = e
-            e2p[slot] = e2
-            e2p = e2p.reshape(E, K)
-            valid = torch.zeros(E * K, dtype=torch.bool, device=device)
-            valid[slot] = True
-            valid = valid.reshape(E, K)
-            onehot = None
-            if self.n_species > 1:
-                onehot = torch.nn.functional.one_hot(sp_j[e2p], self.n_species)  # (E, K, ns)
-                onehot = onehot.to(vec.dtype).transpose(1, 2).contiguous()  # (E, ns, K)
         etas = etas64.to(dtype=vec.dtype, device=device)
         kernel = self._kernel()
-        m1, m2 = kernel(vec, r, fc, dfc, e2p, valid, onehot, etas, fam=fam, zl=zl_list,
-                        cutoff=self.cutoff, kind=self.cutoff_function, derivatives=derivatives)
+        b1 = (5 if fam == "G4" else 2) if derivatives else 1
+        ns = self.n_species
+        m1 = vec.new_zeros((E, n_zl, ns * b1 * n_eta))
+        m2 = vec.new_zeros((E, n_zl, ns * 4 * n_eta)) if derivatives else None
+        with torch.no_grad():
+            k_per = torch.bincount(e1, minlength=E)  # (E,) pairs per first edge
+            seg = torch.cumsum(k_per, 0) - k_per  # (E,) first pair of each edge
+            # buckets of edges with similar pair counts, each padded to its own K
+            qs = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
+            bounds = sorted({int(math.ceil(float(b))) for b in
+                             torch.quantile(k_per.double().cpu(), qs).tolist()} if E else set())
+        lo = -1
+        for hi in bounds:  # a handful of buckets, not atoms
+            with torch.no_grad():
+                rows = torch.nonzero((k_per > lo) & (k_per <= hi)).reshape(-1)  # (R,)
+                lo = hi
+                if rows.numel() == 0 or hi == 0:
+                    continue
+                K = hi
+                kk = torch.arange(K, device=device)  # (K,)
+                valid = kk[None, :] < k_per[rows][:, None]  # (R, K)
+                at = (seg[rows][:, None] + kk[None, :]).clamp(max=max(T - 1, 0))  # (R, K)
+                e2p = torch.where(valid, e2[at], rows[:, None])  # (R, K) empty slot -> e
+                onehot = None
+                if ns > 1:
+                    onehot = torch.nn.functional.one_hot(sp_j[e2p], ns)  # (R, K, ns)
+                    onehot = onehot.to(vec.dtype).transpose(1, 2).contiguous()  # (R, ns, K)
+            b_m1, b_m2 = kernel(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, fam=fam,
+                                zl=zl_list, cutoff=self.cutoff, kind=self.cutoff_function,
+                                derivatives=derivatives)
+            m1[rows] = b_m1
+            if derivatives:
+                m2[rows] = b_m2
         b1 = (5 if fam == "G4" else 2) if derivatives else 1
         m1 = self._select(m1, E, n_zl, n_eta, b1, zl_idx, eta_idx)  # (E, ns, F_fam, b1)
         val = m1[..., 0]  # (E, ns, F_fam)
@@ -645,23 +661,24 @@ def _powers(base: torch.Tensor, exponents) -> dict:
     return out
 
 
-def _pair_sums(vec, r, fc, dfc, e2p, valid, onehot, etas, *, fam: str, zl: tuple,
+def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl: tuple,
                cutoff: float, kind: str, derivatives: bool):
     """Per-edge sums over the padded pairs (e, k) of one angular family (pure function).
 
-    Inputs: vec (E, 3), r, fc, dfc (E,) of the edges; e2p (E, K) second edge of each slot,
-    valid (E, K); onehot (E, ns, K) species of k or None; etas (n_eta,); zl the distinct
-    (zeta, lambda). Returns m1 (E, n_zl, ns * b1 * n_eta) = sum_k ang * [w, y, vv v2] and,
-    with derivatives, m2 (E, n_zl, ns * 4 * n_eta) = sum_k dang * [-w c / r1^2,
-    w v2 / (r1 r2)] (formulas in the module docstring), constants 2^(1-zeta) and
-    zeta lambda 2^(1-zeta) applied.
+    Inputs: vec (E, 3), r, fc, dfc (E,) of all edges; rows (R,) the first edges e of this
+    bucket; e2p (R, K) second edge of each slot, valid (R, K); onehot (R, ns, K) species
+    of k or None; etas (n_eta,); zl the distinct (zeta, lambda). Returns
+    m1 (R, n_zl, ns * b1 * n_eta) = sum_k ang * [w, y, vv v2] and, with derivatives,
+    m2 (R, n_zl, ns * 4 * n_eta) = sum_k dang * [-w c / r1^2, w v2 / (r1 r2)] (formulas in
+    the module docstring), constants 2^(1-zeta) and zeta lambda 2^(1-zeta) applied.
     """
-    E, K = e2p.shape
+    E, K = e2p.shape  # E here counts the rows of the bucket
     dtype = vec.dtype
-    r1, fc1, dfc1 = r[:, None], fc[:, None], dfc[:, None]  # (E, 1)
-    v2 = vec.t()[:, e2p]  # (3, E, K) components of r_ik
-    r2, fc2 = r[e2p], fc[e2p]  # (E, K)
-    dot = v2[0] * vec[:, 0:1] + v2[1] * vec[:, 1:2] + v2[2] * vec[:, 2:3]  # (E, K)
+    v1 = vec[rows]  # (R, 3)
+    r1, fc1, dfc1 = r[rows][:, None], fc[rows][:, None], dfc[rows][:, None]  # (R, 1)
+    v2 = vec.t()[:, e2p]  # (3, R, K) components of r_ik
+    r2, fc2 = r[e2p], fc[e2p]  # (R, K)
+    dot = v2[0] * v1[:, 0:1] + v2[1] * v1[:, 1:2] + v2[2] * v1[:, 2:3]  # (R, K)
     inv12 = 1.0 / (r1 * r2)  # (E, K)
     c = dot * inv12  # (E, K) cos theta
     # (1 + lambda c)^zeta and its zeta-1 power, per distinct lambda by repeated squaring
