@@ -60,20 +60,27 @@ class NetworkPair(PairPotential):
             self.biases.append(nn.Parameter(torch.zeros((n_pairs, fan_out), dtype=dtype)))
         self._act = _ACTIVATIONS[activation]()
 
-    def network(self, x: torch.Tensor, pair: torch.Tensor) -> torch.Tensor:
-        """NN(x) for inputs x (E,) with the network of each edge's species pair (E,)."""
+    def network(self, x: torch.Tensor, pair: torch.Tensor | None) -> torch.Tensor:
+        """NN(x) for inputs x (E,) with the network of each edge's species pair (E,), or the
+        single network when ``pair`` is None (plain matrix products, no per-edge weights)."""
         h = x[:, None]  # (E, 1)
         last = len(self.weights) - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.einsum("ea,eab->eb", h, w.to(x.dtype)[pair]) + b.to(x.dtype)[pair]  # (E, w)
+            w, b = w.to(x.dtype), b.to(x.dtype)  # (pairs, in, out), (pairs, out)
+            if pair is None:
+                h = h @ w[0] + b[0]  # (E, out)
+            else:
+                h = torch.einsum("ea,eab->eb", h, w[pair]) + b[pair]  # (E, out)
             if k < last:
                 h = self._act(h)
         return h[:, 0]  # (E,)
 
     def pair_energy(self, r, pair, *_):
         """(edges,) energies; ``pair`` (edges,) species-pair index, or None for one network."""
-        if pair is None:
+        if pair is None and self.species is not None:
             pair = torch.zeros(r.shape, dtype=torch.int64, device=r.device)
+        if self.species is None:
+            pair = None  # one network for every pair
         x = r / self.cutoff  # (E,)
         return (1.0 - x) ** 3 * self.network(x, pair)
 
