@@ -559,7 +559,7 @@ class DescriptorSet:
         n_eta, n_zl = etas64.shape[0], zl64.shape[0]
         zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
         T = int(e1.shape[0])
-        etas = etas64.to(dtype=vec.dtype, device=device)
+        etas = tuple(float(e) for e in etas64.tolist())  # static constants of the kernel
         kernel = self._kernel()
         b1 = (5 if fam == "G4" else 2) if derivatives else 1
         ns = self.n_species
@@ -667,7 +667,7 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
 
     Inputs: vec (E, 3), r, fc, dfc (E,) of all edges; rows (R,) the first edges e of this
     bucket; e2p (R, K) second edge of each slot, valid (R, K); onehot (R, ns, K) species
-    of k or None; etas (n_eta,); zl the distinct (zeta, lambda). Returns
+    of k or None; etas the distinct eta (floats); zl the distinct (zeta, lambda). Returns
     m1 (R, n_zl, ns * b1 * n_eta) = sum_k ang * [w, y, vv v2] and, with derivatives,
     m2 (R, n_zl, ns * 4 * n_eta) = sum_k dang * [-w c / r1^2, w v2 / (r1 r2)] (formulas in
     the module docstring), constants 2^(1-zeta) and zeta lambda 2^(1-zeta) applied.
@@ -689,51 +689,51 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
         pw_of[lm] = _powers(base, zs + ([z - 1.0 for z in zs] if derivatives else []))
     ang = torch.stack([pw_of[lm][z] for z, lm in zl], dim=1)  # (E, n_zl, K)
     pref = torch.tensor([2.0 ** (1.0 - z) for z, _ in zl], dtype=dtype, device=vec.device)
-    r1sq = r1 * r1  # (E, 1)
-    s12 = r1sq + r2 * r2  # (E, K)
-    et = etas[None, :, None]  # (1, n_eta, 1)
+    r1sq = r1 * r1  # (R, 1)
+    s12 = r1sq + r2 * r2  # (R, K)
+    eta_list = [float(e) for e in etas]  # per eta, so every product is a contiguous (R, K)
     if fam == "G4":
         # r_jk = r_ik - r_ij; empty slots -> r3 = rc, so fc3 = 0 (and no sqrt(0) in autograd)
         r3sq = torch.where(valid, (s12 - 2.0 * dot).clamp(min=0.0),
-                           torch.full_like(dot, cutoff * cutoff))  # (E, K)
-        r3 = torch.sqrt(r3sq)  # (E, K)
+                           torch.full_like(dot, cutoff * cutoff))  # (R, K)
+        r3 = torch.sqrt(r3sq)  # (R, K)
         fc3, dfc3 = cutoff_function(r3, cutoff, kind, derivative=True)
-        f12 = fc1 * fc2  # (E, K)
-        cc = f12 * fc3  # (E, K)
-        rsq = s12 + r3sq  # (E, K)
+        f12 = fc1 * fc2  # (R, K)
+        cc = f12 * fc3  # (R, K)
+        rsq = s12 + r3sq  # (R, K)
     else:
         cc = fc1 * fc2 * valid
         rsq = s12
-    x = torch.exp(-et * rsq[:, None, :])  # (E, n_eta, K)
-    w = x * cc[:, None, :]  # (E, n_eta, K) distance part of the value
+    xs = [torch.exp(rsq * (-eta)) for eta in eta_list]  # n_eta x (R, K)
+    ws = [x * cc for x in xs]  # n_eta x (R, K) distance part of the value
 
-    def by_species(q):  # (E, b, n_eta, K) -> (E, ns * b * n_eta, K)
+    def by_species(blocks):  # list of b * n_eta (R, K) -> (R, ns * b * n_eta, K)
+        q = torch.stack(blocks, dim=1)  # (R, b * n_eta, K)
         if onehot is None:
-            return q.reshape(E, -1, K)
-        return (onehot[:, :, None, None, :] * q[:, None]).reshape(E, -1, K)
+            return q
+        return (onehot[:, :, None, :] * q[:, None]).reshape(E, -1, K)
 
     if not derivatives:
-        m1 = torch.bmm(ang, by_species(w[:, None]).transpose(1, 2))  # (E, n_zl, ns*n_eta)
+        m1 = torch.bmm(ang, by_species(ws).transpose(1, 2))  # (R, n_zl, ns * n_eta)
         return m1 * pref[None, :, None], None
-    dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl], dim=1)  # (E, n_zl, K)
+    dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl], dim=1)  # (R, n_zl, K)
     dpref = pref * torch.tensor([z * lm for z, lm in zl], dtype=dtype, device=vec.device)
     if fam == "G4":
-        d1 = (dfc1 / r1) * fc2 * fc3  # (E, K) (dC/dr1) / r1
-        d3 = f12 * dfc3 / r3  # (E, K) (dC/dr3) / r3
-        eta_c = et * cc[:, None, :]  # (E, n_eta, K)
-        y = x * ((d1 + d3)[:, None, :] - 4.0 * eta_c)  # (E, n_eta, K) coefficient of v1
-        vv = x * (2.0 * eta_c - d3[:, None, :])  # (E, n_eta, K) coefficient of v2
-        q1 = torch.stack([w, y, vv * v2[0][:, None], vv * v2[1][:, None],
-                          vv * v2[2][:, None]], dim=1)  # (E, 5, n_eta, K)
+        d1 = (dfc1 / r1) * fc2 * fc3  # (R, K) (dC/dr1) / r1
+        d3 = f12 * dfc3 / r3  # (R, K) (dC/dr3) / r3
+        d13 = d1 + d3
+        ys = [x * (d13 - (4.0 * eta) * cc) for x, eta in zip(xs, eta_list)]  # coef of v1
+        vvs = [x * ((2.0 * eta) * cc - d3) for x, eta in zip(xs, eta_list)]  # coef of v2
+        blocks1 = ws + ys + [vv * v2[a] for a in range(3) for vv in vvs]  # 5 * n_eta
     else:
-        d1 = (dfc1 / r1) * fc2 * valid  # (E, K)
-        y = x * (d1[:, None, :] - 2.0 * et * cc[:, None, :])  # (E, n_eta, K)
-        q1 = torch.stack([w, y], dim=1)  # (E, 2, n_eta, K)
-    wr = w * inv12[:, None, :]  # (E, n_eta, K)
-    q2 = torch.stack([w * (-c / r1sq)[:, None, :], wr * v2[0][:, None],
-                      wr * v2[1][:, None], wr * v2[2][:, None]], dim=1)  # (E, 4, n_eta, K)
-    m1 = torch.bmm(ang, by_species(q1).transpose(1, 2)) * pref[None, :, None]
-    m2 = torch.bmm(dang, by_species(q2).transpose(1, 2)) * dpref[None, :, None]
+        d1 = (dfc1 / r1) * fc2 * valid  # (R, K)
+        ys = [x * (d1 - (2.0 * eta) * cc) for x, eta in zip(xs, eta_list)]
+        blocks1 = ws + ys  # 2 * n_eta
+    cr = -c / r1sq  # (R, K)
+    wrs = [w * inv12 for w in ws]  # n_eta x (R, K)
+    blocks2 = [w * cr for w in ws] + [wr * v2[a] for a in range(3) for wr in wrs]  # 4 * n_eta
+    m1 = torch.bmm(ang, by_species(blocks1).transpose(1, 2)) * pref[None, :, None]
+    m2 = torch.bmm(dang, by_species(blocks2).transpose(1, 2)) * dpref[None, :, None]
     return m1, m2  # (E, n_zl, ns * b1 * n_eta), (E, n_zl, ns * 4 * n_eta)
 
 
