@@ -5,7 +5,8 @@ Contract of :func:`neighbor_list` (every later layer relies on it):
 - **Full list**: every pair appears in both directions, i->j and j->i.
 - **No self pairs**: an atom is never its own neighbour in the same image; it *is* a
   neighbour of its own periodic images when they lie inside the cutoff (small cells).
-- **Strict cutoff**: a pair is listed iff ``0 < |r_ij| < cutoff``.
+- **Strict cutoff**: a pair is listed iff ``0 < |r_ij| < cutoff``; ``cutoff == 0`` gives no
+  edges (models over an explicit topology need none).
 - **Shift convention**: ``r_ij = positions[j] - positions[i] + shift @ cell`` with an
   integer ``shift`` (3,) per edge; shifts are zero along non-periodic directions.
 - **Ordering**: edges are sorted by centre ``i`` (then by ``j``), so per-centre
@@ -59,14 +60,14 @@ def neighbor_list(
 ) -> Edges:
     """Full neighbour list of ``structure`` with a strict cutoff (see module contract)."""
     cutoff = float(cutoff)
-    if not cutoff > 0:
-        raise ValueError(f"cutoff must be positive, got {cutoff}")
+    if not cutoff >= 0:
+        raise ValueError(f"cutoff must be >= 0, got {cutoff}")
     from vesin import NeighborList
 
     pos = np.ascontiguousarray(structure.positions, dtype=np.float64)
     pbc = np.asarray(structure.pbc, dtype=bool)
     n = len(pos)
-    if n == 0:
+    if n == 0 or cutoff == 0:  # cutoff 0: purely bonded models need no pairs
         z = np.zeros(0, dtype=np.int64)
         return Edges(z, z.copy(), np.zeros((0, 3), np.int64), np.zeros((0, 3)), np.zeros(0))
     box = np.asarray(structure.cell, dtype=np.float64) if pbc.any() else _open_box(pos)

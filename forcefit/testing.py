@@ -218,7 +218,8 @@ def check_invariances(model, structure: Structure, *, seed: int = 0, rtol: float
     perm = rng.permutation(len(structure))
     s = structure.copy()
     s.numbers, s.positions = s.numbers[perm], s.positions[perm]
-    out = _eval(m, [s])
+    # a model over an explicit topology names atoms: relabel it with them
+    out = _eval(m.permuted(perm) if hasattr(m, "permuted") else m, [s])
     _assert_close(name, "energy after permutation", out["energy"], ref["energy"], rtol, atol)
     for key in ("energies", "forces"):
         _assert_close(name, f"{key} after permutation", out[key], ref[key][perm], rtol, atol)
@@ -234,11 +235,18 @@ def check_invariances(model, structure: Structure, *, seed: int = 0, rtol: float
                           out[key], ref[key], rtol, atol)
 
 
+def _has_topology(model) -> bool:
+    return any(hasattr(m, "topology") for m in model.modules())
+
+
 def check_supercell(model, structure: Structure, reps: Sequence[int] | None = None, *,
                     rtol: float = 1e-9, atol: float = 1e-10) -> None:
     """An n1 x n2 x n3 supercell: n1 n2 n3 times the energy, same per-atom quantities."""
     if not structure.pbc.any():
         raise ValueError("check_supercell: the structure is not periodic in any direction")
+    if _has_topology(model):
+        raise ValueError("check_supercell: the model has an explicit topology, which names the "
+                         "atoms of one cell; a supercell needs a new topology")
     reps = tuple(int(r) for r in (reps if reps is not None else np.where(structure.pbc, 2, 1)))
     if any(r > 1 and not p for r, p in zip(reps, structure.pbc)):
         raise ValueError(f"check_supercell: reps {reps} repeat a non-periodic direction")
@@ -321,7 +329,7 @@ def run_physics_kit(model, structure: Structure, skip: Sequence[str] = ()) -> li
 
     ``skip`` names checks from :data:`ALL_CHECKS` not to run (e.g. "zero_force_at_cutoff"
     for a model whose force jumps at the cutoff). "supercell" is skipped for structures
-    with no periodic direction. The dimer of "zero_force_at_cutoff" uses the first atomic
+    with no periodic direction and for models over an explicit topology. The dimer of "zero_force_at_cutoff" uses the first atomic
     number of ``structure``.
     """
     unknown = set(skip) - set(ALL_CHECKS)
@@ -341,7 +349,8 @@ def run_physics_kit(model, structure: Structure, skip: Sequence[str] = ()) -> li
     }
     done = []
     for name in ALL_CHECKS:
-        if name in skip or (name == "supercell" and not structure.pbc.any()):
+        if name in skip or (name == "supercell" and (not structure.pbc.any()
+                                                       or _has_topology(model))):
             continue
         runs[name]()
         done.append(name)

@@ -163,9 +163,10 @@ def test_cutoff_is_strict():
 
 def test_bad_cutoff_and_overlapping_atoms():
     s = Structure(numbers=[1, 1], positions=[[0, 0, 0], [1, 0, 0]], name="h2.xyz:4")
-    for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="cutoff must be positive"):
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="cutoff must be >= 0"):
             neighbor_list(s, bad)
+    assert len(neighbor_list(s, 0.0)) == 0  # purely bonded models ask for no pairs
     overlap = Structure(numbers=[1, 1, 8], positions=[[0, 0, 0], [1e-8, 0, 0], [1, 0, 0]],
                         name="w.xyz:2")
     with pytest.raises(StructureError, match=r"w\.xyz:2.*'positions'.*atoms 0 and 1"):

@@ -43,6 +43,10 @@ class Sum(nn.Module):
             out = out + t(graph, vectors)
         return out
 
+    def permuted(self, perm) -> Sum:
+        """A copy for atoms reordered by ``perm`` (terms over an explicit topology relabel it)."""
+        return Sum([t.permuted(perm) if hasattr(t, "permuted") else t for t in self.terms])
+
     def to_config(self) -> dict:
         return {"type": "Sum", "terms": [t.to_config() for t in self.terms]}
 
