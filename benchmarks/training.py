@@ -37,7 +37,11 @@ def uptime() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=60.0)
-    p.add_argument("--threads", type=int, default=2)
+    # one thread: the per-batch work (4 small structures) is far too small to split, and with
+    # the 2 cores shared a second thread only waits (measured: 10x slower per epoch)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--energy-weight", type=float, default=1e-2)
+    p.add_argument("--schedule", default="none")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--out", default="/tmp/forcefit_ta_training")
@@ -62,9 +66,10 @@ def main() -> None:
                             multi_element_option=1,
                             reference={"type": "ZBL", "inner": 4.0, "outer": 4.8}),
         training=TrainingSettings(
-            learning_rate=args.lr, num_epochs=100000, batch_size=4, energy_weight=1e-2,
+            learning_rate=args.lr, num_epochs=100000, batch_size=4,
+            energy_weight=args.energy_weight,
             force_weight=1.0, stress_weight=0.0, per_atom_energy=True, max_time=args.seconds,
-            dtype=args.dtype, derivative_dtype="float32", schedule="none"),
+            dtype=args.dtype, derivative_dtype="float32", schedule=args.schedule),
         groups={g: GroupSpec(0.7, 0.3) for g in GROUPS},
         outputs=OutputSettings(dump_configs=False, checkpoint=None),
         output_dir=args.out, seed=0, quiet=True)

@@ -312,6 +312,7 @@ def train_config(settings: FitSettings, checkpoint: str | None):
     return TrainConfig(
         optimizer=t.optimizer, learning_rate=t.learning_rate, num_epochs=t.num_epochs,
         batch_size=t.batch_size, shuffle=t.shuffle, seed=int(settings.seed),
+        val_batch_size=max(t.batch_size, 32),  # validation has no optimiser steps: fewer calls
         schedule=t.schedule, schedule_params=dict(t.schedule_params),
         clip_grad_norm=t.gradient_clip, early_stopping_patience=t.patience,
         checkpoint_path=checkpoint, max_time=t.max_time,

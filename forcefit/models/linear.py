@@ -123,19 +123,22 @@ class LinearLeastSquares:
         g = batch.graph
         dphi = m.term_derivatives(x[g.i], dx.to(x.dtype))  # (edges, p - 1, 3)
         n_e = dphi.shape[0]
-        ge = torch.zeros(n_e, 3, ns, p, dtype=x.dtype)  # (edges, 3, species, p)
-        ge[torch.arange(n_e), :, sp[g.i], 1:] = dphi.transpose(1, 2)
-        ge = ge.reshape(n_e, 3, -1)  # (edges, 3, cols)
-        f_rows = torch.zeros(n_at, 3, ns * p, dtype=x.dtype)
-        f_rows = f_rows.index_add(0, g.i, ge).index_add(0, g.j, -ge)  # (atoms, 3, cols)
+        ge = torch.cat([dphi.new_zeros(n_e, 3, 1), dphi.transpose(1, 2)], dim=2)  # (edges, 3, p)
+        row = g.i * ns + sp[g.i]  # (edges,) (centre atom, its species) block
+        f_rows = torch.zeros(n_at * ns, 3, p, dtype=x.dtype)
+        f_rows.index_add_(0, row, ge)
+        f_rows.index_add_(0, g.j * ns + sp[g.i], -ge)  # (atoms * species, 3, p)
+        f_rows = f_rows.reshape(n_at, ns, 3, p).transpose(1, 2).reshape(n_at * 3, ns * p)
         f_y = batch.forces - batch.prior_forces  # (atoms, 3)
         f_w = (batch.weights[:, 1] * batch.has_forces)[g.batch]  # (atoms,)
-        self.add(f_rows.reshape(-1, ns * p), f_y.reshape(-1), f_w.repeat_interleave(3))
+        self.add(f_rows, f_y.reshape(-1), f_w.repeat_interleave(3))
         if not bool(batch.has_stress.any()):
             return
-        vir = torch.zeros(s, 3, 3, ns * p, dtype=x.dtype)  # (S, a, b, cols)
+        vir = torch.zeros(s * ns, 3, 3, p, dtype=x.dtype)  # (S * species, a, b, p)
+        block = g.edge_batch * ns + sp[g.i]  # (edges,)
         for a in range(3):  # three Cartesian components, not atoms
-            vir[:, a] = vir[:, a].index_add(0, g.edge_batch, batch.vectors[:, a, None, None] * ge)
+            vir[:, a].index_add_(0, block, batch.vectors[:, a, None, None].to(x.dtype) * ge)
+        vir = vir.reshape(s, ns, 3, 3, p).permute(0, 2, 3, 1, 4).reshape(s, 3, 3, ns * p)
         vol = torch.linalg.det(batch.graph.cell).abs().clamp(min=1e-12)  # (S,)
         sig = 0.5 * (vir + vir.transpose(1, 2)) / vol[:, None, None, None]  # (S, 3, 3, cols)
         s_y = batch.stress - batch.prior_stress  # (S, 3, 3)

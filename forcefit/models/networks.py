@@ -21,6 +21,21 @@ from torch import nn
 ACTIVATIONS = {"softplus": nn.Softplus, "silu": nn.SiLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
+def activation_and_slope(name: str, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a(z), a'(z)) for the activations above: softplus' = sigmoid; silu = z s(z),
+    silu' = s (1 + z (1 - s)); tanh' = 1 - tanh^2; sigmoid' = s (1 - s)."""
+    if name == "softplus":
+        return nn.functional.softplus(z), torch.sigmoid(z)
+    if name == "silu":
+        s = torch.sigmoid(z)
+        return z * s, s * (1 + z * (1 - s))
+    if name == "tanh":
+        t = torch.tanh(z)
+        return t, 1 - t * t
+    s = torch.sigmoid(z)
+    return s, s * (1 - s)
+
+
 def parse_layers(layer_sizes: str | list, n_inputs: int) -> list[int]:
     """``"num_desc 64 64 1"`` -> ``[n_inputs, 64, 64, 1]``; the last size must be 1."""
     parts = layer_sizes.split() if isinstance(layer_sizes, str) else list(layer_sizes)
@@ -82,6 +97,44 @@ class AtomicNetwork(nn.Module):
         return {"type": "AtomicNetwork", "n_features": self.n_features,
                 "n_species": self.n_species, "layer_sizes": ls,
                 "activation": self.activation, "element_option": self.element_option}
+
+    def _inputs(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        if self.element_option != 3:
+            return x
+        onehot = nn.functional.one_hot(species, self.n_species).to(x.dtype)  # (atoms, species)
+        return torch.cat([x, onehot], dim=1)  # (atoms, F + species)
+
+    def _net_energy_and_grad(self, net: nn.Sequential, h: torch.Tensor):
+        """Energy (rows,) and its input gradient (rows, inputs) of one MLP, written out
+        (forward pass, then the chain rule layer by layer) so that training needs only a
+        first-order autograd graph instead of a double backward:
+        de/dh_0 = W_1^T (a'(z_1) * W_2^T (a'(z_2) * ... W_L^T))."""
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        slopes = []
+        for layer in linears[:-1]:
+            h, slope = activation_and_slope(self.activation, layer(h))  # (rows, width)
+            slopes.append(slope)
+        last = linears[-1]
+        e = last(h).squeeze(-1)  # (rows,)
+        g = last.weight.expand(h.shape[0], -1)  # (rows, width): de/dh_{L-1}
+        for layer, slope in zip(reversed(linears[:-1]), reversed(slopes)):
+            g = (g * slope) @ layer.weight  # (rows, width of the layer below)
+        return e, g
+
+    def energy_and_grad(self, x: torch.Tensor, species: torch.Tensor):
+        """Per-atom energies (atoms,) and de/dx (atoms, F), with the explicit chain rule."""
+        h = self._inputs(x, species)
+        if self.element_option != 2:
+            e, g = self._net_energy_and_grad(self.nets[0], h)
+            return e, g[:, : self.n_features]
+        e, g = x.new_zeros(x.shape[0]), torch.zeros_like(x)  # (atoms,), (atoms, F)
+        for s, net in enumerate(self.nets):  # loop over species only
+            rows = torch.nonzero(species == s).squeeze(1)  # (atoms_s,)
+            if rows.numel():
+                es, gs = self._net_energy_and_grad(net, h[rows])
+                e = e.index_put((rows,), es)
+                g = g.index_put((rows,), gs)
+        return e, g
 
     def forward(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
         if self.element_option == 1:

@@ -36,29 +36,26 @@ from .linear import LinearAtomic
 from .networks import AtomicNetwork
 
 
-def contract(de_dd: torch.Tensor, dd: torch.Tensor, graph: Graph, vectors: torch.Tensor):
-    """Forces (atoms, 3) and dE/deps (structures, 3, 3) from dE/dD and per-edge dD.
+def contract(de_dd: torch.Tensor, dd: torch.Tensor, graph: Graph, vectors: torch.Tensor,
+             *, stress: bool = True):
+    """Forces (atoms, 3) and dE/deps (structures, 3, 3) (None when ``stress=False``).
 
-    Uses :func:`forcefit.descriptors.contract` when the descriptors package provides it, and
-    the same formula written here otherwise (see the module docstring).
+    g_e = sum_F dE/dD[i_e, F] dD[e, F, :]; F_i += g_e, F_j -= g_e; dE/deps = sum_e r_e (x) g_e:
+    the formula of :func:`forcefit.descriptors.contract` (a test holds the two equal), with
+    the option to skip the virial when no stress is needed (training without stress).
     """
-    try:
-        from ..descriptors import contract as desc_contract
-    except ImportError:
-        desc_contract = None
-    if desc_contract is not None:
-        return desc_contract(de_dd, dd, graph, vectors)
-    return contract_reference(de_dd, dd, graph, vectors)
-
-
-def contract_reference(de_dd, dd, graph, vectors):
-    """Plain torch version of the contraction (reference for tests and fallback)."""
-    g = torch.einsum("ef,efc->ec", de_dd[graph.i], dd.to(de_dd.dtype))  # (edges, 3)
+    g = torch.bmm(de_dd[graph.i].unsqueeze(1), dd.to(de_dd.dtype)).squeeze(1)  # (edges, 3)
     forces = torch.zeros(de_dd.shape[0], 3, dtype=g.dtype, device=g.device)
     forces = forces.index_add(0, graph.i, g).index_add(0, graph.j, -g)  # (atoms, 3)
+    if not stress:
+        return forces, None
     outer = vectors.to(g.dtype)[:, :, None] * g[:, None, :]  # (edges, 3, 3)
     de_deps = torch.zeros(graph.n_structures, 3, 3, dtype=g.dtype, device=g.device)
     return forces, de_deps.index_add(0, graph.edge_batch, outer)
+
+
+#: the same contraction (kept under the name the tests and older callers use)
+contract_reference = contract
 
 
 def atomic_model_from_config(config: dict) -> nn.Module:
@@ -131,6 +128,15 @@ class FittedPotential(nn.Module):
         e = self.atomic(x, species)  # (atoms,)
         return self.ref_energy.to(e.dtype)[species] + self.energy_scale.to(e.dtype) * e
 
+    def atom_energies_and_grad(self, values: torch.Tensor, species: torch.Tensor):
+        """Per-atom energies (atoms,) without the prior and dE/dD (atoms, F), by the atomic
+        model's explicit chain rule (dE/dD = scale * de/dx / std)."""
+        std = self.feature_std.to(values.dtype)
+        x = (values - self.feature_mean.to(values.dtype)) / std  # (atoms, F)
+        e, g = self.atomic.energy_and_grad(x, species)  # (atoms,), (atoms, F)
+        scale = self.energy_scale.to(e.dtype)
+        return self.ref_energy.to(e.dtype)[species] + scale * e, scale * g / std
+
     def _within(self, graph: Graph, vectors: torch.Tensor, cutoff: float):
         keep = vectors.norm(dim=1) < cutoff  # (edges,)
         if bool(keep.all()):
@@ -156,20 +162,28 @@ class FittedPotential(nn.Module):
         dtype = self.feature_mean.dtype
         want_grad = forces or stress
         values = batch.values.to(dtype)
-        if want_grad:
-            values = values.detach().requires_grad_(True)
         sp = self.species_index(batch.graph.numbers)  # (atoms,)
+        if want_grad and batch.derivatives is None:
+            raise ValueError("forces/stress requested but the dataset has no cached "
+                             "descriptor derivatives (build it with derivatives=True)")
+        explicit = want_grad and hasattr(self.atomic, "energy_and_grad")
+        if explicit:  # dE/dD written out: a first-order graph for training
+            e, de_dd = self.atom_energies_and_grad(values, sp)  # (atoms,), (atoms, F)
+            if not create_graph:
+                e, de_dd = e.detach(), de_dd.detach()
+        elif want_grad:
+            values = values.detach().requires_grad_(True)
         with torch.enable_grad():
-            e = self.atom_energies(values, sp)  # (atoms,)
+            if not explicit:
+                e = self.atom_energies(values, sp)  # (atoms,)
             energy = torch.zeros(len(batch), dtype=e.dtype).index_add(0, batch.graph.batch, e)
             out = {"energy": energy + batch.prior_energy.to(e.dtype), "energies": e}
             if not want_grad:
                 return out
-            if batch.derivatives is None:
-                raise ValueError("forces/stress requested but the dataset has no cached "
-                                 "descriptor derivatives (build it with derivatives=True)")
-            (de_dd,) = torch.autograd.grad(e.sum(), values, create_graph=create_graph)
-        f, de_deps = contract(de_dd, batch.derivatives, batch.graph, batch.vectors)
+            if not explicit:
+                (de_dd,) = torch.autograd.grad(e.sum(), values, create_graph=create_graph)
+        f, de_deps = contract(de_dd, batch.derivatives, batch.graph, batch.vectors,
+                              stress=stress)
         if forces:
             out["forces"] = f + batch.prior_forces.to(f.dtype)
         if stress:
