@@ -15,7 +15,7 @@ linear energy, there is no derivative array); values + forces (forcefit: contrac
 stored derivatives and autograd through ``values``); bytes of derivative storage per atom;
 ratios peer / forcefit.
 
-Run:  python benchmarks/descriptors.py [--quick]
+Run:  python benchmarks/descriptors.py [--quick] [--compiled] [--repeats N]
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ import torch
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
-from ase.build import bulk, molecule  # noqa: E402
+from ase.build import bulk, molecule
 
-from forcefit import Structure, build_graph  # noqa: E402
-from forcefit.descriptors import DescriptorSet, angular_grid, contract, radial_grid  # noqa: E402
+from forcefit import Structure, build_graph
+from forcefit.descriptors import DescriptorSet, angular_grid, contract, radial_grid
 
 CUTOFF = 6.0
 
@@ -84,17 +84,24 @@ class Row:
 
 
 # ----------------------------------------------------------------------------- forcefit
-def bench_forcefit(system, atoms_list, species, repeats):
+def bench_forcefit(system, atoms_list, species, repeats, compiled=False):
     g2, g4 = params()
-    ds = DescriptorSet(CUTOFF, species, g2=g2, g4=g4)
+    ds = DescriptorSet(CUTOFF, species, g2=g2, g4=g4, compiled=compiled)
     structures = [Structure.from_ase(a) for a in atoms_list]
     n = sum(len(s) for s in structures)
-    row = Row(system, "forcefit", n)
+    row = Row(system, "forcefit+compile" if compiled else "forcefit", n)
+    t_compile = 0.0
+    if compiled:  # one-off compilation (both kernels), reported separately
+        graph = build_graph(structures, CUTOFF)
+        t0 = time.perf_counter()
+        ds.compute(graph, derivatives=False)
+        ds.compute(graph, derivatives=True)
+        t_compile = time.perf_counter() - t0
     t_graph = median_time(lambda: build_graph(structures, CUTOFF), max(1, repeats // 2))
     graph = build_graph(structures, CUTOFF)
     row.values = median_time(lambda: ds.compute(graph, derivatives=False), repeats)
     row.derivs = median_time(lambda: ds.compute(graph, derivatives=True), repeats)
-    d, dd = ds.compute(graph)
+    _, dd = ds.compute(graph)
     w = torch.randn(ds.n_features, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     vec = graph.edge_vectors()
 
@@ -113,7 +120,9 @@ def bench_forcefit(system, atoms_list, species, repeats):
     row.note = (f"{graph.i.shape[0]} edges, F={ds.n_features}; neighbour list "
                 f"{t_graph / n * 1e6:.1f} us/atom (not included); values + forces by autograd "
                 f"{t_auto / n * 1e6:.1f} us/atom; float32 storage "
-                f"{row.bytes_per_atom / 2:.0f} B/atom")
+                f"{row.bytes_per_atom / 2:.0f} B/atom"
+                + (f"; first call with compilation {t_compile:.1f} s (one-off)" if compiled
+                   else ""))
     return row, ds
 
 
@@ -157,7 +166,8 @@ def bench_torchani(system, atoms_list, species, repeats):
     # 8 radial (1 eta x 8 shifts) and 16 angular (1 eta x 1 zeta x 4 shifts x 4 sections)
     radial = ANIRadial(eta=4.0, shifts=list(np.linspace(0.9, CUTOFF - 0.6, 8)), cutoff=CUTOFF)
     angular = ANIAngular(eta=2.0, zeta=8.0, shifts=list(np.linspace(0.9, CUTOFF - 0.6, 4)),
-                         sections=list(np.linspace(0.2, 2.9, 4)), cutoff=CUTOFF)
+                         sections=list(np.linspace(0.2, 2.9, 4)),
+                         cutoff=CUTOFF - 1e-6)  # TorchANI needs angular < radial cutoff
     periodic = bool(atoms_list[0].pbc.any())
     try:
         aev = AEVComputer(radial=radial, angular=angular, num_species=len(species),
@@ -232,6 +242,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 2048-atom system")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compiled", action="store_true",
+                        help="also time forcefit with torch.compile'd kernels")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
@@ -248,6 +260,8 @@ def main(argv=None) -> int:
         print(f"\n== {name}: {sum(len(a) for a in atoms_list)} atoms")
         ff, _ = bench_forcefit(name, atoms_list, species, reps)
         rows = [ff]
+        if args.compiled:
+            rows.append(bench_forcefit(name, atoms_list, species, reps, compiled=True)[0])
         for fn in (bench_dscribe, bench_torchani):
             r = fn(name, atoms_list, species, reps)
             if r is not None:

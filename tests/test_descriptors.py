@@ -125,7 +125,7 @@ def test_derivatives_equal_central_differences(case):
     ds = full_set(species, kind="polynomial" if case == "ethanol_open" else "cosine")
     g = build_graph(s, ds.cutoff)
     vec = g.edge_vectors()
-    d, dd = ds.compute(g)
+    _, dd = ds.compute(g)
     rng = np.random.default_rng(0)
     h = 1e-5
     worst = 0.0
@@ -531,3 +531,51 @@ def test_graph_with_too_small_cutoff_refused():
     ds = full_set([29])
     with pytest.raises(DescriptorError, match="less than the descriptor cutoff"):
         ds.compute(build_graph(cu_cell(), ds.cutoff - 1.0))
+
+
+# --------------------------------------------------------------------- example, compiled kernels
+def test_miniff_example_script_runs(capsys):
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "miniff_descriptors.py"
+    spec = importlib.util.spec_from_file_location("miniff_descriptors_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--n", "60", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("OK") == 2 and "MISMATCH" not in out
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_eager():
+    """torch.compile'd pair kernels (opt-in) give the eager results (tens of s to compile)."""
+    s = cuni_cell(seed=13)
+    eager = full_set([28, 29])
+    fast = full_set([28, 29], compiled=True)
+    g = build_graph(s, eager.cutoff)
+    with _no_compile_warning():
+        d_c, dd_c = fast.compute(g)
+        v_c = fast.compute(g, derivatives=False)[0]
+    d, dd = eager.compute(g)
+    torch.testing.assert_close(d_c, d, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(v_c, d, rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(dd_c, dd, rtol=1e-12, atol=1e-13)
+
+
+class _no_compile_warning:
+    """Fail if the compiled path fell back to eager (a RuntimeWarning says so)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings(record=True)
+        self._log = self._ctx.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+        bad = [w for w in self._log if "torch.compile failed" in str(w.message)]
+        if bad:
+            pytest.skip(f"no working torch.compile backend here: {bad[0].message}")
+        return False

@@ -47,10 +47,24 @@ and since D_i sums g over unordered pairs of a symmetric g, dD_i/dv_e sums dg/dv
 ordered pairs whose first edge is e. Angular parts (per (zeta, lambda)) and distance parts
 (per eta) are separable, so the sum over k is a batched matrix product per edge
 (edges, zeta-lambda, k) @ (edges, k, eta x blocks), never an (pairs, features, 3) array.
+Edges are bucketed by their number of partners k so that the padding stays small.
+
+**Values only** (``values`` and ``compute(derivatives=False)``) sum the unordered pairs of
+each centre, padded per centre, with the same separable product: an implementation
+independent of the per-edge one, and the tests hold the two against each other.
+
+**Implementation notes.** Triplets come from the centre-sorted edge list: each centre's
+edges are padded into a (centres, n_max) block, r_jk^2 = r_ij^2 + r_ik^2 - 2 r_ij . r_ik
+from one batched Gram product selects the pairs with r_jk < rc (G4), and all index arrays
+are built with torch ops (no Python loop over atoms; a loop over a few chunks of centres
+bounds the memory, see ``PAIR_BUDGET``). The per-pair arithmetic lives in pure functions
+(:func:`_pair_sums`, :func:`_centre_sums`) that ``torch.compile`` can fuse
+(``DescriptorSet(..., compiled=True)``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -402,8 +416,7 @@ class DescriptorSet:
 
     def _angular(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
         """Angular columns: returns values (atoms, n_pairs * n_angular); fills dd in place."""
-        dtype, device = vec.dtype, vec.device
-        E = int(vec.shape[0])
+        device = vec.device
         derivatives = dd is not None
         counts = torch.bincount(ci, minlength=n_atoms)  # (atoms,) edges per centre
         # chunk whole centres so that sum n_i^2 stays within PAIR_BUDGET
@@ -445,7 +458,6 @@ class DescriptorSet:
                     idx = pidx[:, :, None, None].expand(-1, -1, self.n_angular, 3)
                     block.scatter_(1, idx, d_e)
             a0 = a1
-        del E
         return acc.reshape(n_atoms, self.n_pairs * self.n_angular)
 
     def _pair_masks(self, vec, ci, n_centres):
@@ -510,7 +522,7 @@ class DescriptorSet:
             zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)
             zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
             n_eta, n_zl = etas64.shape[0], zl64.shape[0]
-            kernel = _centre_sums if not self.compiled else _compiled_centre()
+            kernel = self._kernel(_centre_sums)
             m = kernel(vec, r, fc, a_idx, b_idx, valid, onehot,
                        etas64.to(dtype=vec.dtype, device=device), fam=fam, zl=zl_list,
                        cutoff=self.cutoff, kind=self.cutoff_function)  # (C, n_zl, np*n_eta)
@@ -570,7 +582,7 @@ class DescriptorSet:
             seg = torch.cumsum(k_per, 0) - k_per  # (E,) first pair of each edge
             # buckets of edges with similar pair counts, each padded to its own K
             qs = torch.tensor([0.25, 0.5, 0.75, 1.0], dtype=torch.float64)
-            bounds = sorted({int(math.ceil(float(b))) for b in
+            bounds = sorted({math.ceil(float(b)) for b in
                              torch.quantile(k_per.double().cpu(), qs).tolist()} if E else set())
         lo = -1
         for hi in bounds:  # a handful of buckets, not atoms
@@ -606,13 +618,12 @@ class DescriptorSet:
             der = der + m1[..., 2:5]
         return val, der
 
-    def _kernel(self):
+    def _kernel(self, fn=None):
+        """The per-pair kernel ``fn`` (default :func:`_pair_sums`), compiled if asked."""
+        fn = _pair_sums if fn is None else fn
         if not self.compiled:
-            return _pair_sums
-        global _COMPILED
-        if _COMPILED is None:
-            _COMPILED = torch.compile(_pair_sums, dynamic=True)
-        return _compiled_or_eager
+            return fn
+        return functools.partial(_run_compiled, fn)
 
     def _select(self, m, E, n_zl, n_eta, b, zl_idx, eta_idx):
         """(E, n_zl, ns * b * n_eta) grid -> (E, ns, F_fam, b) in the family's row order."""
@@ -621,23 +632,25 @@ class DescriptorSet:
         return m.reshape(E, self.n_species, n_zl * n_eta, b)[:, :, cols]
 
 
-_COMPILED = None
+_COMPILED: dict = {}
 _COMPILE_FAILED = False
 
 
-def _compiled_or_eager(*args, **kwargs):
-    """The compiled kernel; on a compiler failure, a warning and the eager kernel."""
+def _run_compiled(fn, *args, **kwargs):
+    """``fn`` through ``torch.compile`` (cached); on a compiler failure, a warning and eager."""
     global _COMPILE_FAILED
     if not _COMPILE_FAILED:
         try:
-            return _COMPILED(*args, **kwargs)
+            if fn not in _COMPILED:
+                _COMPILED[fn] = torch.compile(fn, dynamic=True)
+            return _COMPILED[fn](*args, **kwargs)
         except Exception as err:  # noqa: BLE001  any backend failure: fall back, say so
             import warnings
 
             _COMPILE_FAILED = True
             warnings.warn(f"forcefit.descriptors: torch.compile failed ({type(err).__name__}: "
-                          f"{err}); using the eager kernel", RuntimeWarning, stacklevel=2)
-    return _pair_sums(*args, **kwargs)
+                          f"{err}); using the eager kernels", RuntimeWarning, stacklevel=2)
+    return fn(*args, **kwargs)
 
 
 def _powers(base: torch.Tensor, exponents) -> dict:
@@ -735,18 +748,6 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
     m1 = torch.bmm(ang, by_species(blocks1).transpose(1, 2)) * pref[None, :, None]
     m2 = torch.bmm(dang, by_species(blocks2).transpose(1, 2)) * dpref[None, :, None]
     return m1, m2  # (E, n_zl, ns * b1 * n_eta), (E, n_zl, ns * 4 * n_eta)
-
-
-_COMPILED_CENTRE = None
-
-
-def _compiled_centre():
-    global _COMPILED_CENTRE
-    if _COMPILE_FAILED:
-        return _centre_sums
-    if _COMPILED_CENTRE is None:
-        _COMPILED_CENTRE = torch.compile(_centre_sums, dynamic=True)
-    return _COMPILED_CENTRE
 
 
 def _centre_sums(vec, r, fc, a_idx, b_idx, valid, onehot, etas, *, fam: str, zl: tuple,

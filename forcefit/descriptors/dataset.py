@@ -16,6 +16,7 @@ since r_e = r_j - r_i + shift @ cell and a homogeneous strain maps r_e -> r_e (1
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Sequence
 
@@ -150,7 +151,7 @@ def compute_dataset(descriptor_set: DescriptorSet, structures: Sequence[Structur
         if not isinstance(s, Structure):
             raise DescriptorError(f"structure {n}: expected a forcefit Structure, got "
                                   f"{type(s).__name__}")
-        unknown = sorted(set(int(z) for z in np.unique(s.numbers)) - known)
+        unknown = sorted({int(z) for z in np.unique(s.numbers)} - known)
         if unknown:
             from ase.data import chemical_symbols
             raise DescriptorError(
@@ -199,7 +200,7 @@ def compute_dataset(descriptor_set: DescriptorSet, structures: Sequence[Structur
         from tqdm.auto import tqdm
         bar = tqdm(total=len(structures), unit="structure", desc="descriptors", file=stream)
     try:
-        for s0, s1 in zip(bounds[:-1], bounds[1:]):
+        for s0, s1 in itertools.pairwise(bounds):
             sub = _graph_from_edges(structures[s0:s1], edges[s0:s1], descriptor_set.cutoff,
                                     torch.float64)
             with torch.no_grad():
@@ -207,8 +208,8 @@ def compute_dataset(descriptor_set: DescriptorSet, structures: Sequence[Structur
                     d, dd = descriptor_set._evaluate(sub, sub.edge_vectors(), derivatives,
                                                      names=names[s0:s1])
                 except DescriptorError as err:
-                    raise DescriptorError(f"{err} [structures {s0}..{s1 - 1} of the dataset; "
-                                          f"'structure k' counts from {s0}]") from None
+                    raise DescriptorError(f"{err} (structure numbers count within the chunk "
+                                          f"of dataset structures {s0}..{s1 - 1})") from None
             values[atom_off[s0]:atom_off[s1]] = d.to(dtype)
             if derivatives:
                 ders[edge_off[s0]:edge_off[s1]] = dd.to(derivative_dtype)
