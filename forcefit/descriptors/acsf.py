@@ -517,18 +517,15 @@ class DescriptorSet:
                     pidx = table[sp_j[a_idx], sp_j[b_idx]]  # (centres, tmax)
                     onehot = torch.nn.functional.one_hot(pidx, self.n_pairs)
                     onehot = onehot.to(vec.dtype).transpose(1, 2).contiguous()  # (C, n_pairs, T)
-            params = torch.tensor(rows, dtype=torch.float64)  # (F_fam, 3)
-            etas64, eta_idx = torch.unique(params[:, 0], return_inverse=True)
-            zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)
-            zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
-            n_eta, n_zl = etas64.shape[0], zl64.shape[0]
+            eta_list, eta_idx, zl_list, zl_idx = _grid(rows)
+            etas64 = torch.tensor(eta_list, dtype=torch.float64)
+            n_eta, n_zl = len(eta_list), len(zl_list)
             kernel = self._kernel(_centre_sums)
             m = kernel(vec, r, fc, a_idx, b_idx, valid, onehot,
                        etas64.to(dtype=vec.dtype, device=device), fam=fam, zl=zl_list,
-                       cutoff=self.cutoff, kind=self.cutoff_function)  # (C, n_zl, np*n_eta)
-            m = m.reshape(n_centres, n_zl, self.n_pairs, n_eta).permute(0, 2, 1, 3)
-            cols = (zl_idx * n_eta + eta_idx).to(device)  # (F_fam,)
-            outs.append(m.reshape(n_centres, self.n_pairs, n_zl * n_eta)[:, :, cols])
+                       cutoff=self.cutoff, kind=self.cutoff_function)  # (C, np*n_eta, n_zl)
+            m = m.reshape(n_centres, self.n_pairs, n_eta * n_zl)
+            outs.append(_pick(m, eta_idx * n_zl + zl_idx))  # (C, n_pairs, F_fam)
         return torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
 
     def _angular_chunk(self, vec, r, fc, dfc, ci, n_centres, sp_j, derivatives):
@@ -565,18 +562,15 @@ class DescriptorSet:
         made with ``compiled=True``).
         """
         device = vec.device
-        params = torch.tensor(rows, dtype=torch.float64)  # (F_fam, 3)
-        etas64, eta_idx = torch.unique(params[:, 0], return_inverse=True)
-        zl64, zl_idx = torch.unique(params[:, 1:], dim=0, return_inverse=True)  # (n_zl, 2)
-        n_eta, n_zl = etas64.shape[0], zl64.shape[0]
-        zl_list = tuple((float(z), float(lm)) for z, lm in zl64.tolist())
+        eta_list, eta_idx, zl_list, zl_idx = _grid(rows)
+        n_eta, n_zl = len(eta_list), len(zl_list)
         T = int(e1.shape[0])
-        etas = tuple(float(e) for e in etas64.tolist())  # static constants of the kernel
+        etas = tuple(eta_list)  # static constants of the kernel
         kernel = self._kernel()
         b1 = (5 if fam == "G4" else 2) if derivatives else 1
         ns = self.n_species
-        m1 = vec.new_zeros((E, n_zl, ns * b1 * n_eta))
-        m2 = vec.new_zeros((E, n_zl, ns * 4 * n_eta)) if derivatives else None
+        m1 = vec.new_zeros((E, ns * b1 * n_eta, n_zl))
+        m2 = vec.new_zeros((E, ns * 4 * n_eta, n_zl)) if derivatives else None
         with torch.no_grad():
             k_per = torch.bincount(e1, minlength=E)  # (E,) pairs per first edge
             seg = torch.cumsum(k_per, 0) - k_per  # (E,) first pair of each edge
@@ -606,17 +600,17 @@ class DescriptorSet:
             m1[rows] = b_m1
             if derivatives:
                 m2[rows] = b_m2
-        b1 = (5 if fam == "G4" else 2) if derivatives else 1
-        m1 = self._select(m1, E, n_zl, n_eta, b1, zl_idx, eta_idx)  # (E, ns, F_fam, b1)
-        val = m1[..., 0]  # (E, ns, F_fam)
+        cols = eta_idx * n_zl + zl_idx  # (F_fam,) column of each function in the grid
+        m1 = _pick(m1.reshape(E, ns, b1, n_eta * n_zl), cols)  # (E, ns, b1, F_fam)
+        val = m1[:, :, 0]  # (E, ns, F_fam)
         if not derivatives:
             return val, None
-        m2 = self._select(m2, E, n_zl, n_eta, 4, zl_idx, eta_idx)  # (E, ns, F_fam, 4)
-        coef = m1[..., 1] + m2[..., 0]  # (E, ns, F_fam) coefficient of v_e
-        der = coef[..., None] * vec[:, None, None, :] + m2[..., 1:4]  # (E, ns, F_fam, 3)
+        m2 = _pick(m2.reshape(E, ns, 4, n_eta * n_zl), cols)  # (E, ns, 4, F_fam)
+        coef = m1[:, :, 1] + m2[:, :, 0]  # (E, ns, F_fam) coefficient of v_e
+        der = coef[:, :, None, :] * vec[:, None, :, None] + m2[:, :, 1:4]  # (E, ns, 3, F_fam)
         if fam == "G4":
-            der = der + m1[..., 2:5]
-        return val, der
+            der = der + m1[:, :, 2:5]
+        return val, der.transpose(2, 3)  # (E, ns, F_fam, 3)
 
     def _kernel(self, fn=None):
         """The per-pair kernel ``fn`` (default :func:`_pair_sums`), compiled if asked."""
@@ -625,11 +619,24 @@ class DescriptorSet:
             return fn
         return functools.partial(_run_compiled, fn)
 
-    def _select(self, m, E, n_zl, n_eta, b, zl_idx, eta_idx):
-        """(E, n_zl, ns * b * n_eta) grid -> (E, ns, F_fam, b) in the family's row order."""
-        cols = (zl_idx * n_eta + eta_idx).to(m.device)  # (F_fam,)
-        m = m.reshape(E, n_zl, self.n_species, b, n_eta).permute(0, 2, 1, 4, 3)
-        return m.reshape(E, self.n_species, n_zl * n_eta, b)[:, :, cols]
+
+
+def _grid(rows):
+    """Distinct etas and (zeta, lambda) of ``rows`` in order of first appearance, and the
+    index of each row in them: (etas, eta_idx (F,), zl, zl_idx (F,))."""
+    etas = list(dict.fromkeys(float(r[0]) for r in rows))
+    zl = list(dict.fromkeys((float(r[1]), float(r[2])) for r in rows))
+    eta_idx = torch.tensor([etas.index(float(r[0])) for r in rows], dtype=torch.int64)
+    zl_idx = torch.tensor([zl.index((float(r[1]), float(r[2]))) for r in rows],
+                          dtype=torch.int64)
+    return etas, eta_idx, tuple(zl), zl_idx
+
+
+def _pick(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Columns ``cols`` of the last axis of m (no copy when they are all, in order)."""
+    if cols.shape[0] == m.shape[-1] and bool((cols == torch.arange(cols.shape[0])).all()):
+        return m
+    return m.index_select(m.dim() - 1, cols.to(m.device))
 
 
 _COMPILED: dict = {}
@@ -681,8 +688,8 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
     Inputs: vec (E, 3), r, fc, dfc (E,) of all edges; rows (R,) the first edges e of this
     bucket; e2p (R, K) second edge of each slot, valid (R, K); onehot (R, ns, K) species
     of k or None; etas the distinct eta (floats); zl the distinct (zeta, lambda). Returns
-    m1 (R, n_zl, ns * b1 * n_eta) = sum_k ang * [w, y, vv v2] and, with derivatives,
-    m2 (R, n_zl, ns * 4 * n_eta) = sum_k dang * [-w c / r1^2, w v2 / (r1 r2)] (formulas in
+    m1 (R, ns * b1 * n_eta, n_zl) = sum_k [w, y, vv v2] ang and, with derivatives,
+    m2 (R, ns * 4 * n_eta, n_zl) = sum_k dang * [-w c / r1^2, w v2 / (r1 r2)] (formulas in
     the module docstring), constants 2^(1-zeta) and zeta lambda 2^(1-zeta) applied.
     """
     E, K = e2p.shape  # E here counts the rows of the bucket
@@ -727,8 +734,8 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
         return (onehot[:, :, None, :] * q[:, None]).reshape(E, -1, K)
 
     if not derivatives:
-        m1 = torch.bmm(ang, by_species(ws).transpose(1, 2))  # (R, n_zl, ns * n_eta)
-        return m1 * pref[None, :, None], None
+        m1 = torch.bmm(by_species(ws), ang.transpose(1, 2))  # (R, ns * n_eta, n_zl)
+        return m1 * pref, None
     dang = torch.stack([pw_of[lm][z - 1.0] for z, lm in zl], dim=1)  # (R, n_zl, K)
     dpref = pref * torch.tensor([z * lm for z, lm in zl], dtype=dtype, device=vec.device)
     if fam == "G4":
@@ -745,9 +752,14 @@ def _pair_sums(vec, r, fc, dfc, rows, e2p, valid, onehot, etas, *, fam: str, zl:
     cr = -c / r1sq  # (R, K)
     wrs = [w * inv12 for w in ws]  # n_eta x (R, K)
     blocks2 = [w * cr for w in ws] + [wr * v2[a] for a in range(3) for wr in wrs]  # 4 * n_eta
-    m1 = torch.bmm(ang, by_species(blocks1).transpose(1, 2)) * pref[None, :, None]
-    m2 = torch.bmm(dang, by_species(blocks2).transpose(1, 2)) * dpref[None, :, None]
-    return m1, m2  # (E, n_zl, ns * b1 * n_eta), (E, n_zl, ns * 4 * n_eta)
+    q1, q2 = by_species(blocks1), by_species(blocks2)  # (R, W1, K), (R, W2, K)
+    if K < q1.shape[1]:  # scale the smaller operand by the constants
+        m1 = torch.bmm(q1, (ang * pref[:, None]).transpose(1, 2))  # (R, W1, n_zl)
+        m2 = torch.bmm(q2, (dang * dpref[:, None]).transpose(1, 2))  # (R, W2, n_zl)
+    else:
+        m1 = torch.bmm(q1, ang.transpose(1, 2)) * pref  # (R, ns * b1 * n_eta, n_zl)
+        m2 = torch.bmm(q2, dang.transpose(1, 2)) * dpref  # (R, ns * 4 * n_eta, n_zl)
+    return m1, m2
 
 
 def _centre_sums(vec, r, fc, a_idx, b_idx, valid, onehot, etas, *, fam: str, zl: tuple,
@@ -756,7 +768,7 @@ def _centre_sums(vec, r, fc, a_idx, b_idx, valid, onehot, etas, *, fam: str, zl:
 
     a_idx, b_idx, valid (C, T): the two edges of each padded pair slot of each centre;
     onehot (C, n_pairs, T) species pair of the slot or None. Returns
-    (C, n_zl, n_pairs * n_eta) = sum over pairs of 2^(1-zeta) (1 + lambda c)^zeta w_eta.
+    (C, n_pairs * n_eta, n_zl) = sum over pairs of 2^(1-zeta) (1 + lambda c)^zeta w_eta.
     """
     C, T = a_idx.shape
     va, vb = vec.t()[:, a_idx], vec.t()[:, b_idx]  # (3, C, T) each
@@ -782,4 +794,4 @@ def _centre_sums(vec, r, fc, a_idx, b_idx, valid, onehot, etas, *, fam: str, zl:
     w = torch.exp(-etas[None, :, None] * rsq[:, None, :]) * cc[:, None, :]  # (C, n_eta, T)
     if onehot is not None:
         w = (onehot[:, :, None, :] * w[:, None]).reshape(C, -1, T)  # (C, n_pairs*n_eta, T)
-    return torch.bmm(ang, w.transpose(1, 2)) * pref[None, :, None]
+    return torch.bmm(w, ang.transpose(1, 2)) * pref  # (C, n_pairs * n_eta, n_zl)
