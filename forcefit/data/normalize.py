@@ -67,22 +67,22 @@ def reference_energies(dataset: FeatureDataset, train: np.ndarray,
 
 def energy_scale(dataset: FeatureDataset, train: np.ndarray, ref: torch.Tensor,
                  species: list[int]) -> float:
-    """Output scale (eV) of the network: RMS of the training force components of the residual
-    (label - prior; forces carry the shape of the energy surface per Angstrom) or, without
-    forces, the std of the residual energy per atom; 1 when neither exists or it is zero."""
+    """Output scale (eV) of the network: the larger of the RMS of the training force
+    components of the residual (label - prior; eV/A times 1 A) and the standard deviation of the
+    residual energy per atom (after the reference energies), so that the network's raw output
+    is O(1) for both the force-dominated and the energy-dominated (e.g. compressed volume
+    scans) parts of the data; 1 when neither label exists or both are zero."""
     idx = torch.as_tensor(np.asarray(train, dtype=np.int64))
+    scales = []
     has_f = idx[dataset.has_forces[idx]]
     if len(has_f):
         rows = _ranges(dataset.atom_offsets[has_f], dataset.n_atoms[has_f])
         f = dataset.forces[rows] - dataset.prior_forces[rows]  # (atoms, 3)
-        scale = float(f.pow(2).mean().sqrt())
-        if scale > 1e-8:
-            return scale
+        scales.append(float(f.pow(2).mean().sqrt()))
     has_e = idx[dataset.has_energy[idx]]
     if len(has_e) > 1:
-        counts = composition(dataset, species)[has_e]
-        resid = dataset.energy[has_e] - dataset.prior_energy[has_e] - counts @ ref
-        scale = float((resid / dataset.n_atoms[has_e]).std())
-        if scale > 1e-8:
-            return scale
-    return 1.0
+        counts = composition(dataset, species)[has_e]  # (S, species)
+        resid = dataset.energy[has_e] - dataset.prior_energy[has_e] - counts @ ref  # (S,)
+        scales.append(float((resid / dataset.n_atoms[has_e]).std()))
+    scale = max(scales, default=0.0)
+    return scale if scale > 1e-8 else 1.0
