@@ -343,12 +343,13 @@ def prepare(structures: Sequence[Structure], settings: FitSettings):
 
 def fit_potential(structures: Sequence[Structure], settings: FitSettings, *,
                   resume: bool = False, callbacks: Sequence[Callable] = (),
-                  prepared=None) -> FitResult:
+                  prepared=None, metadata: dict | None = None) -> FitResult:
     """Fit a potential to ``structures`` (see the module docstring for what is written).
 
     ``resume=True`` continues from ``output_dir/checkpoint.pt`` when it exists (the split is
     checked against the checkpoint's, so test structures never leak into training).
     ``prepared``: the tuple returned by :func:`prepare` (reuse a cached dataset).
+    ``metadata``: extra JSON-able entries for the saved model (e.g. the CLI's parsed config).
     """
     from .saved import load, save
 
@@ -378,7 +379,7 @@ def fit_potential(structures: Sequence[Structure], settings: FitSettings, *,
     meta = {"config": settings.to_dict(), "data_sha256": structures_hash(structures),
             "split": split.to_dict(),
             "groups": {k: dataclasses.asdict(v) for k, v in specs.items()},
-            "metrics": [dataclasses.asdict(r) for r in rows]}
+            "metrics": [dataclasses.asdict(r) for r in rows], **(metadata or {})}
     if t.save_state_output:
         paths["model"] = save(model, os.path.join(outdir, t.save_state_output), meta)
     return FitResult(model, history, rows, paths, split, ds)

@@ -313,3 +313,25 @@ def test_miniff_toy_fit_lbfgs_network_layer():
     loss = float(loss_fn(layer, ds.collate(np.arange(100))))
     assert loss < 1e-8
     np.testing.assert_allclose(layer.weight.detach().reshape(-1).numpy(), [1, -1, 1], atol=1e-3)
+
+
+def test_cached_equals_autograd_with_forcefit_descriptors():
+    """The same check through forcefit.descriptors (G2 + G5, two species, ZBL prior), with the
+    dataset built by compute_dataset."""
+    d = pytest.importorskip("forcefit.descriptors")
+    from forcefit.potentials import ZBL
+
+    structs = cu_structures(4, species=("Cu", "Ni"))
+    dset = d.DescriptorSet(4.2, [28, 29], g2=d.radial_grid(4.2, 3, "shifted"),
+                           g5=d.angular_grid(cutoff=4.2, n_eta=1, zetas=(1, 4)))
+    prior = ZBL(inner=1.8, outer=2.6)
+    ds = FeatureDataset.build(structs, dset, prior=prior, progress=False)
+    torch.manual_seed(5)
+    for option in (1, 2, 3):
+        pot = make_potential(dset, [28, 29], AtomicNetwork(dset.n_features, 2, "num_desc 8 1",
+                                                           "softplus", option), ds, prior=prior)
+        cached = pot.predict_cached(ds.collate([2, 0, 3]), create_graph=False)
+        ref = evaluate(pot, build_graph([structs[k] for k in (2, 0, 3)], pot.cutoff))
+        for key in ("energy", "forces", "stress"):
+            torch.testing.assert_close(cached[key], ref[key].detach(), rtol=1e-9, atol=1e-10,
+                                       msg=f"option {option}: {key}")
