@@ -29,7 +29,7 @@ def main(argv=None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="at most 200 epochs or 30 s (the tests use it)")
-    parser.add_argument("--out", default=str(HERE / "bise_output"), help="output folder")
+    parser.add_argument("--out", default="bise_output", help="output folder (bise_output)")
     args = parser.parse_args(argv)
     cmd = ["fit", str(HERE / "fit.toml"), "-o", args.out, "--threads", "1"]
     if args.quick:

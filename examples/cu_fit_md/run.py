@@ -35,7 +35,8 @@ def main(argv=None) -> dict:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small settings (tests)")
-    parser.add_argument("--out", default=str(HERE), help="folder for data and outputs")
+    parser.add_argument("--out", default="cu_fit_md_output",
+                        help="folder for the data and outputs (cu_fit_md_output)")
     args = parser.parse_args(argv)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
