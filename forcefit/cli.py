@@ -686,10 +686,27 @@ def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
     if plots and cfg.output.plots:
         made = _fit_plots(out, result, species)
         log.info("plots: " + ", ".join(p.name for p in made.values()))
+    if cfg.data.test_paths:
+        _evaluate_test_paths(cfg, result.model, out / "test_set", plots and cfg.output.plots)
     for kind, p in sorted(result.paths.items()):
         log.info(f"wrote {kind}: {p}")
     log.info(f"done in {time.perf_counter() - t0:.1f} s")
     return result
+
+
+def _evaluate_test_paths(cfg, model, folder: Path, plots: bool) -> None:
+    """``[data] test_paths``: a separate labelled test set, evaluated with the fitted model
+    (FitSNAP's "calculate errors on a test set") into ``folder``."""
+    from . import plot
+    from .fit import evaluate_potential
+    from .train.metrics import format_metrics
+
+    structures = read_config_data(cfg, paths=cfg.data.test_paths)
+    log.info("test set: " + summarise_data(structures))
+    result = evaluate_potential(model, structures, str(folder))
+    log.info(f"test-set metrics ({folder}):\n" + format_metrics(result.metrics).rstrip())
+    if plots:
+        plot.plot_parity_files(folder)
 
 
 def _fit_plots(out: Path, result, species) -> dict:

@@ -93,7 +93,8 @@ class DataConfig:
     stress_key: str | None = None
     group_key: str | None = None
     groups_from: Literal["none", "folder", "file"] = "none"
-    #: test-only data read in addition to ``paths`` (FitSNAP's "errors on a test set")
+    #: a separate labelled test set, evaluated with the fitted model after the fit into
+    #: ``OUTPUT/test_set`` (FitSNAP's "calculate errors on a test set")
     test_paths: list[str] = dataclasses.field(default_factory=list)
 
 

@@ -99,6 +99,20 @@ def test_quiet_prints_nothing_and_progress_lines(tmp_path, capsys, fitted):
     assert not list((tmp_path / "loud").glob("*.png"))
 
 
+def test_test_paths_are_evaluated_after_the_fit(tmp_path, fitted):
+    from forcefit.plot import read_table
+
+    (tmp_path / "cu.extxyz").write_text((fitted / "cu.extxyz").read_text())
+    write_extxyz(tmp_path / "extra.extxyz", make_cu_dataset(3, seed=9, sizes=(2,)))
+    text = CONFIG.replace('group_key = "config_type"',
+                          'group_key = "config_type"\ntest_paths = ["extra.extxyz"]')
+    (tmp_path / "fit.toml").write_text(text.replace("num_epochs = 3", "num_epochs = 1"))
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--quiet", "--no-plots"]) == 0
+    pc = read_table(tmp_path / "run" / "test_set" / "perconfig.dat")
+    assert len(pc["Natoms"]) == 3 and pc["Testing_Bool"].all()
+    assert "test-set metrics" in (tmp_path / "run" / "forcefit.log").read_text()
+
+
 @pytest.mark.parametrize("edit,expected", [
     (("learning_rate", "learning_rat"), "unknown key 'learning_rat'; did you mean 'learning_rate'"),
     (("num_epochs = 3", "num_epochs = 'three'"), "num_epochs: expected an integer, got string"),
