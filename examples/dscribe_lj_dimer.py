@@ -68,8 +68,13 @@ def descriptor_set():
 def run(seed: int = 0, out: Path | None = None, quiet: bool = True, plot: bool = True) -> dict:
     """Train on 30 dimers, early-stop on 20, test on 150; return errors and time."""
     from forcefit.data import GroupSpec
-    from forcefit.fit import FitSettings, ModelSettings, OutputSettings, TrainingSettings
-    from forcefit.fit import fit_potential
+    from forcefit.fit import (
+        FitSettings,
+        ModelSettings,
+        OutputSettings,
+        TrainingSettings,
+        fit_potential,
+    )
     from forcefit.neighbors import build_graph
     from forcefit.potentials.base import evaluate
 

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger("forcefit.cli")
 
@@ -69,7 +69,7 @@ class _TqdmHandler(logging.Handler):
             from tqdm import tqdm
 
             tqdm.write(self.format(record), file=self.stream)
-        except Exception:  # pragma: no cover - logging must never raise
+        except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
 
@@ -272,8 +272,9 @@ def read_data(paths, *, format=None, index=":", energy_key=None, forces_key=None
 
     out = []
     for p in paths:
-        kw = dict(format=format, index=index, energy_key=energy_key, forces_key=forces_key,
-                  stress_key=stress_key, group_key=group_key, require=require)
+        kw = {"format": format, "index": index, "energy_key": energy_key,
+              "forces_key": forces_key, "stress_key": stress_key, "group_key": group_key,
+              "require": require}
         kw = {k: v for k, v in kw.items() if v is not None}
         pp = Path(p)
         if groups_from == "file" and pp.is_file():
@@ -325,7 +326,7 @@ def _read_structure(path: str):
         atoms = ase.io.read(path, index=-1)
     except FileNotFoundError:
         raise UserError(f"{path}: structure file not found") from None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any reader failure is the user's file
         raise UserError(f"{path}: cannot read a structure ({type(e).__name__}: {e})") from None
     return atoms
 
@@ -365,7 +366,6 @@ def cmd_convert(args) -> int:
 
 
 def cmd_relax(args) -> int:
-    from ase.io import write
 
     atoms = _read_structure(args.structure)
     _, calc = _load_model(args.model)
@@ -418,6 +418,41 @@ def _write_atoms(path: Path, atoms) -> None:
     os.replace(tmp, path)
 
 
+def _md_record(dyn, atoms, timestep: float, fh, writer) -> tuple[float, float]:
+    """Write one log line and one trajectory frame; return (E_total eV, T K)."""
+    from ase import units
+
+    n = len(atoms)
+    step = dyn.nsteps
+    epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
+    temp = ekin / (1.5 * units.kB * n) if n else 0.0
+    fh.write(f"{step:8d} {step * timestep:10.2f} {epot:14.6f} {ekin:12.6f} "
+             f"{epot + ekin:14.6f} {temp:9.2f}\n")
+    fh.flush()
+    writer.write()
+    return epot + ekin, temp
+
+
+def _md_loop(dyn, atoms, args, fh, writer) -> list[float]:
+    """Run ``args.steps`` steps in chunks of ``args.interval``, recording after each chunk."""
+    from tqdm import tqdm
+
+    energies = [_md_record(dyn, atoms, args.timestep, fh, writer)[0]]
+    done = 0
+    with tqdm(total=args.steps, unit="step", disable=not _progress(args.quiet),
+              desc="md") as bar:
+        while done < args.steps:
+            chunk = min(args.interval, args.steps - done)
+            dyn.run(chunk)
+            done += chunk
+            bar.update(chunk)
+            etot, temp = _md_record(dyn, atoms, args.timestep, fh, writer)
+            energies.append(etot)
+            if done % (args.interval * 10) == 0 or done == args.steps:
+                log.info(f"step {done:7d}  Etot = {etot:.6f} eV  T = {temp:.1f} K")
+    return energies
+
+
 def cmd_md(args) -> int:
     import numpy as np
     from ase import units
@@ -446,48 +481,18 @@ def cmd_md(args) -> int:
         dyn = Langevin(atoms, timestep=dt, temperature_K=args.temperature,
                        friction=args.friction / units.fs, logfile=None, rng=rng)
     tmp_traj = traj.with_name(f".{traj.name}.tmp")
-    writer = Trajectory(str(tmp_traj), "w", atoms)
     n = len(atoms)
-    lines = ["# step time_fs Epot_eV Ekin_eV Etot_eV T_K"]
     logfile.parent.mkdir(parents=True, exist_ok=True)
-    fh = open(logfile, "w", encoding="utf-8")  # streamed so a long run can be followed
-    fh.write(lines[0] + "\n")
-
-    def record():
-        step = dyn.nsteps
-        epot, ekin = atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        temp = ekin / (1.5 * units.kB * n) if n else 0.0
-        line = (f"{step:8d} {step * args.timestep:10.2f} {epot:14.6f} {ekin:12.6f} "
-                f"{epot + ekin:14.6f} {temp:9.2f}")
-        fh.write(line + "\n")
-        fh.flush()
-        writer.write()
-        return epot + ekin, temp
-
     log.info(f"{args.ensemble.upper()} MD of {n} atoms from {args.structure}: "
              f"{args.steps} steps of {args.timestep} fs at {args.temperature} K")
     t0 = time.perf_counter()
     try:
-        e_start, _ = record()
-        energies = [e_start]
-        from tqdm import tqdm
-
-        bar = tqdm(total=args.steps, unit="step", disable=not _progress(args.quiet),
-                   desc="md")
-        done = 0
-        while done < args.steps:
-            chunk = min(args.interval, args.steps - done)
-            dyn.run(chunk)
-            done += chunk
-            bar.update(chunk)
-            etot, temp = record()
-            energies.append(etot)
-            if done % (args.interval * 10) == 0 or done == args.steps:
-                log.info(f"step {done:7d}  Etot = {etot:.6f} eV  T = {temp:.1f} K")
-        bar.close()
+        # the log is streamed (not atomic) so that a long run can be followed
+        with open(logfile, "w", encoding="utf-8") as fh, \
+                Trajectory(str(tmp_traj), "w", atoms) as writer:
+            fh.write("# step time_fs Epot_eV Ekin_eV Etot_eV T_K\n")
+            energies = _md_loop(dyn, atoms, args, fh, writer)
     finally:
-        writer.close()
-        fh.close()
         if tmp_traj.exists():
             os.replace(tmp_traj, traj)
     drift = (energies[-1] - energies[0]) / max(n, 1)
@@ -716,7 +721,7 @@ def _fit_plots(out: Path, result, species) -> dict:
     try:
         made["dimer"] = plot.plot_pair_curves(result.model, species, out / "dimer_curves.png",
                                               r_min=1.0, r_max=0.999 * result.model.cutoff)
-    except Exception as e:  # a plot must never lose a finished fit
+    except Exception as e:  # noqa: BLE001 - a plot must never lose a finished fit
         log.warning(f"dimer curve plot skipped: {type(e).__name__}: {e}")
     ds = result.dataset
     if ds is not None and getattr(ds, "values", None) is not None:
@@ -754,7 +759,7 @@ def cmd_eval(args) -> int:
                            stress_key=args.stress_key, group_key=args.group_key,
                            groups_from="none")
     log.info(f"forcefit eval {args.model} on " + summarise_data(structures))
-    known = set(int(z) for z in potential.species)
+    known = {int(z) for z in potential.species}
     from ase.data import chemical_symbols
 
     for s in structures:

@@ -48,11 +48,12 @@ import dataclasses
 import difflib
 import glob
 import os
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
+
+import tomllib
 
 __all__ = [
     "Config",
@@ -313,9 +314,8 @@ def _coerce(value, tp):
     elif tp is str:
         if isinstance(value, str):
             return value
-    elif tp is dict:
-        if isinstance(value, dict):
-            return value
+    elif tp is dict and isinstance(value, dict):
+        return value
     raise _Invalid(f"expected {_type_name(tp)}, got {_describe(value)}")
 
 
@@ -444,10 +444,11 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
     if t.num_epochs == 0 and t.save_state_input is None and m.type == "network":
         errors.append("[training] num_epochs = 0 only evaluates a saved state: set "
                       "save_state_input, or num_epochs > 0")
+    if t.multi_element_option is not None and explicit_meo \
+            and t.multi_element_option != m.multi_element_option:
+        errors.append("[training] multi_element_option and [model] multi_element_option "
+                      "disagree; set it in one place")
     if t.multi_element_option is not None:
-        if t.multi_element_option != m.multi_element_option and explicit_meo:
-            errors.append("[training] multi_element_option and [model] multi_element_option "
-                          "disagree; set it in one place")
         m.multi_element_option = t.multi_element_option
     try:
         m.layer_sizes = parse_layer_sizes(m.layer_sizes)

@@ -275,7 +275,7 @@ def read_stress_predictions(path: str | Path):
                 t.append(np.asarray(info["stress_true"], dtype=np.float64).reshape(-1))
                 p.append(np.asarray(info["stress_pred"], dtype=np.float64).reshape(-1))
                 test.append(bool(info.get("testing", False)))
-    except Exception as e:  # a broken dump: say which file
+    except Exception as e:  # noqa: BLE001 - a broken dump: say which file
         raise PlotError(f"{path}: cannot read the predictions dump ({type(e).__name__}: {e})"
                         ) from None
     if not t:

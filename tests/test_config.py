@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from forcefit.config import (ConfigError, dumps_toml, load_config, parse_config,
-                             parse_layer_sizes)
-from forcefit.fitsnap_input import (FitsnapInputWarning, read_fitsnap_input,
-                                    translate_fitsnap_input)
+from forcefit.config import ConfigError, dumps_toml, load_config, parse_config, parse_layer_sizes
+from forcefit.fitsnap_input import FitsnapInputWarning, read_fitsnap_input, translate_fitsnap_input
 
 ROOT = Path(__file__).resolve().parents[1]
 TA_INPUT = ROOT / "examples" / "ta_fitsnap" / "Ta-example.in"

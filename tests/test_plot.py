@@ -19,13 +19,14 @@ def _write_outputs(folder, rng, stress=False):
         header += " " + " ".join(f"S{c}_Truth S{c}_Pred" for c in plot._STRESS)
     lines = [header]
     for k in range(n_conf):
-        row = f"f{k}.json G{k % 2} {natoms[k]} {float(e_true[k])!r} {float(e_pred[k])!r} {bool(test[k])}"
+        row = (f"f{k}.json G{k % 2} {natoms[k]} {float(e_true[k])!r} {float(e_pred[k])!r} "
+               f"{bool(test[k])}")
         if stress:
-            row += " " + " ".join(f"{0.01 * k} {0.01 * k + 1e-3}" for _ in plot._STRESS)
+            row += " " + " ".join([f"{0.01 * k} {0.01 * k + 1e-3}"] * len(plot._STRESS))
         lines.append(row)
     (folder / "perconfig.dat").write_text("\n".join(lines) + "\n")
-    rows = ["Filename Group AtomID Type Fx_Truth Fy_Truth Fz_Truth Fx_Pred Fy_Pred Fz_Pred "
-            "Testing_Bool"]
+    rows = [("Filename Group AtomID Type Fx_Truth Fy_Truth Fz_Truth Fx_Pred Fy_Pred Fz_Pred "
+             "Testing_Bool")]
     f_true, f_pred, f_test = [], [], []
     for k in range(n_conf):
         for a in range(natoms[k]):
@@ -76,7 +77,13 @@ def test_parity_files_and_legend_numbers(tmp_path):
     assert any(f"RMSE {stats['test'][1]:.3g}" in lab and lab.startswith("test") for lab in labels)
     colours = {tuple(np.round(c.get_facecolor()[0][:3], 3)) for c in ax.collections}
     assert len(colours) == 2  # train and test differ
+    fig2, ax2 = plt.subplots()
+    f_stats = plot.parity_plot(ax2, f_t, f_p, np.repeat(f_test[:, None], 3, 1),
+                               quantity="force", unit="eV/A")
+    ok = ~f_test
+    assert f_stats["train"][1] == pytest.approx(np.sqrt(((f_t - f_p)[ok] ** 2).mean()))
     plt.close(fig)
+    plt.close(fig2)
 
 
 def test_learning_curve(tmp_path):
