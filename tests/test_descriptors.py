@@ -381,6 +381,7 @@ def test_layout_names_and_config_roundtrip():
     import json
     again = DescriptorSet.from_config(json.loads(json.dumps(ds.to_config())))
     assert again == ds and again.feature_names == ds.feature_names
+    assert hash(again) == hash(ds) and again != full_set(["Ni", "Cu"])
     with pytest.raises(DescriptorError, match="unknown keys"):
         DescriptorSet.from_config({**ds.to_config(), "g7": []})
 

@@ -9,7 +9,8 @@ Public API:
   ``values`` (autograd path), ``compute`` (analytic per-edge derivatives), ``layout``,
   ``feature_names``, ``to_config``/``from_config``;
 - :func:`contract`: forces and dE/d(strain) of any E(D) from dE/dD and the derivatives;
-- :func:`compute_dataset`: values and derivatives for many structures, in chunks;
+- :func:`compute_dataset`: values and derivatives for many structures, in chunks, returned
+  concatenated in a :class:`DescriptorData` (with the graph and per-structure offsets);
 - parameter generators :func:`radial_grid`, :func:`angular_grid` and the RuNNer/n2p2 reader
   :func:`read_runner_symfunctions` / :func:`from_runner`;
 - :func:`cutoff_function` (cosine and polynomial).

@@ -286,6 +286,11 @@ class DescriptorSet:
     def __eq__(self, other) -> bool:
         return isinstance(other, DescriptorSet) and self.to_config() == other.to_config()
 
+    def __hash__(self) -> int:
+        import json
+
+        return hash(json.dumps(self.to_config(), sort_keys=True))
+
     # -- public computation --------------------------------------------------------------
     def values(self, graph: Graph, vectors: torch.Tensor) -> torch.Tensor:
         """Descriptor values D, (atoms, features), differentiable by autograd in ``vectors``.
