@@ -199,8 +199,9 @@ def test_contract_matches_descriptors_package_when_available():
 
 
 def test_fitted_potential_physics_kit():
-    from forcefit.testing import (check_forces_fd, check_gradcheck, check_invariances,
-                                  check_stress_fd)
+    from forcefit.testing import (check_batched_equals_single, check_extra_edges_ignored,
+                                  check_forces_fd, check_gradcheck, check_invariances,
+                                  check_stress_fd, check_supercell)
 
     structs = cu_structures(2)
     dset = ToyRadial(cutoff=4.0)
@@ -210,6 +211,12 @@ def test_fitted_potential_physics_kit():
     check_forces_fd(pot, s, max_atoms=4)
     check_stress_fd(pot, s)
     check_invariances(pot, s)
+    check_supercell(pot, s, reps=(1, 1, 2))
+    check_batched_equals_single(pot, structs)
+    check_extra_edges_ignored(pot, s)
+    with_prior = _physical_models(ds, dset, [29])["net2_zbl"]  # prior cutoff < descriptors'
+    check_extra_edges_ignored(with_prior, s)
+    check_forces_fd(with_prior, s, max_atoms=2)
     small = Structure(numbers=[29, 29, 29], positions=[[0, 0, 0], [2.3, 0.2, 0], [0.3, 2.4, 0.5]])
     check_gradcheck(pot, small, second_order=False)
 
