@@ -106,8 +106,14 @@ def _logging(folder: Path | None, quiet: bool, log_name: str = "forcefit.log"):
 
 
 def _progress(quiet: bool) -> bool:
-    """Progress bars unless ``--quiet`` (or ``FORCEFIT_PROGRESS=0`` in the environment)."""
-    return not quiet and os.environ.get("FORCEFIT_PROGRESS", "1") != "0"
+    """Progress bars on a terminal unless ``--quiet``; ``FORCEFIT_PROGRESS=1`` (or ``0``) in the
+    environment forces them on (off) when the output is not a terminal."""
+    if quiet:
+        return False
+    forced = os.environ.get("FORCEFIT_PROGRESS")
+    if forced is not None:
+        return forced != "0"
+    return sys.stderr.isatty()
 
 
 def _write_text(path: Path, text: str) -> Path:
@@ -250,19 +256,23 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_any_config(path: str | os.PathLike):
-    """A TOML config or a FitSNAP ``.in`` file (by suffix, else by content)."""
+    """A TOML config or a FitSNAP ``.in`` file (by suffix, else by content).
+
+    Returns ``(config, notes)``: the notes name the FitSNAP settings not honoured (empty for
+    a TOML config); the caller logs them once its log file is open.
+    """
     from .config import load_config
-    from .fitsnap_input import read_fitsnap_input
+    from .fitsnap_input import translate_fitsnap_input
 
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: config file not found")
     if path.suffix.lower() == ".toml":
-        return load_config(path)
+        return load_config(path), []
     head = path.read_text(errors="replace")[:4000]
     if path.suffix.lower() == ".in" or "[PYTORCH]" in head or "[BISPECTRUM]" in head:
-        return read_fitsnap_input(path)
-    return load_config(path)
+        return translate_fitsnap_input(path)
+    return load_config(path), []
 
 
 def read_data(paths, *, format=None, index=":", energy_key=None, forces_key=None,
@@ -674,7 +684,7 @@ def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
         to_log = _PrintToLog(logging.getLogger("forcefit.fit"))
         with contextlib.ExitStack() as stack:
             stack.enter_context(contextlib.redirect_stdout(to_log))
-            if quiet:  # descriptor progress bars and notes on stderr: to the log file only
+            if not _progress(quiet):  # no bars: the core's stderr notes go through the log
                 stack.enter_context(contextlib.redirect_stderr(to_log))
             result = fit_potential(structures, settings, callbacks=[bar])
         to_log.flush()
@@ -741,9 +751,11 @@ def _apply_overrides(cfg, args) -> None:
 
 
 def cmd_fit(args) -> int:
-    cfg = load_any_config(args.config)
+    cfg, notes = load_any_config(args.config)
     _apply_overrides(cfg, args)
     with _logging(Path(cfg.output.folder), args.quiet, cfg.output.log):
+        for note in notes:  # FitSNAP settings not honoured: named, never dropped silently
+            log.warning(f"{args.config}: {note}")
         run_fit(cfg, quiet=args.quiet, plots=not args.no_plots)
     return 0
 
@@ -785,9 +797,11 @@ def cmd_describe(args) -> int:
     from . import plot
     from .descriptors import compute_dataset
 
-    cfg = load_any_config(args.config)
+    cfg, notes = load_any_config(args.config)
     out = Path(args.output).resolve() if args.output else Path(cfg.output.folder)
     with _logging(out, args.quiet, cfg.output.log):
+        for note in notes:
+            log.warning(f"{args.config}: {note}")
         structures = read_config_data(cfg)
         log.info("data: " + summarise_data(structures))
         dset = make_descriptor_set(cfg.descriptors, config_species(cfg, structures))

@@ -86,7 +86,7 @@ def test_fit_writes_every_output(fitted):
     assert (run / "loss_vs_epochs.dat").read_text().count("\n") == 4  # header + 3 epochs
 
 
-def test_quiet_prints_nothing_and_progress_lines(tmp_path, capsys, fitted):
+def test_quiet_prints_nothing_and_progress_lines(tmp_path, capsys, fitted, monkeypatch):
     (tmp_path / "cu.extxyz").write_text((fitted / "cu.extxyz").read_text())
     (tmp_path / "fit.toml").write_text(CONFIG.replace("num_epochs = 3", "num_epochs = 1"))
     assert cli.main(["fit", str(tmp_path / "fit.toml"), "--quiet", "--no-plots"]) == 0
@@ -97,6 +97,11 @@ def test_quiet_prints_nothing_and_progress_lines(tmp_path, capsys, fitted):
     out = capsys.readouterr().out
     assert "epoch 1/1" in out and "*ALL" in out
     assert not list((tmp_path / "loud").glob("*.png"))
+    monkeypatch.setenv("FORCEFIT_PROGRESS", "1")  # progress bars as on a terminal
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--no-plots", "-o",
+                     str(tmp_path / "bars")]) == 0
+    err = capsys.readouterr().err
+    assert "training" in err and "epoch" in err  # the tqdm bar over epochs
 
 
 def test_test_paths_are_evaluated_after_the_fit(tmp_path, fitted):

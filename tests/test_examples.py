@@ -100,6 +100,8 @@ def test_d_ta_fitsnap(tmp_path):
     err = np.stack([pa[f"F{c}_Pred"] - pa[f"F{c}_Truth"] for c in "xyz"], 1)[test]
     assert s["test_force_mae"] == pytest.approx(np.abs(err).mean(), rel=1e-6)
     assert len(set(pa["Group"])) == 12
+    log = (out / "forcefit.log").read_text()
+    assert "[BISPECTRUM]: not honoured" in log  # the translation's warnings reach the log
     # after 25 s: a real fit, on the way to FitSNAP's 0.076 eV/A after 60 s
     assert s["test_force_mae"] < 0.2
     assert 0.1 < s["eval_force_mae"] < 0.4
