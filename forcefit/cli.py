@@ -28,7 +28,8 @@ EXAMPLES = {
     "fit": """examples:
   forcefit fit fit.toml                      # a forcefit TOML config
   forcefit fit Ta-example.in                 # a FitSNAP input file, translated
-  forcefit fit fit.toml --epochs 10 -o run1  # override epochs and the output folder""",
+  forcefit fit fit.toml --epochs 10 -o run1  # override epochs and the output folder
+  forcefit fit fit.toml --resume             # continue from the output folder's checkpoint""",
     "eval": """examples:
   forcefit eval run1/model.pt test.extxyz              # metrics, peratom.dat, perconfig.dat, plots
   forcefit eval run1/model.pt ta_fitsnap/ -o ta_eval   # a FitSNAP folder of group folders""",
@@ -164,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output folder (overrides [output] folder)")
     p.add_argument("--epochs", type=int, help="override [training] num_epochs")
     p.add_argument("--max-time", type=float, help="stop training after this many seconds")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted fit from OUTPUT/checkpoint.pt")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     _common(p)
 
@@ -657,7 +660,8 @@ class _EpochBar:
         self.bar.close()
 
 
-def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
+def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None,
+            resume: bool = False):
     """Read the data, fit, write metrics/files/plots; returns the FitResult."""
     from .fit import fit_potential
     from .train.metrics import format_metrics
@@ -686,7 +690,7 @@ def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None):
             stack.enter_context(contextlib.redirect_stdout(to_log))
             if not _progress(quiet):  # no bars: the core's stderr notes go through the log
                 stack.enter_context(contextlib.redirect_stderr(to_log))
-            result = fit_potential(structures, settings, callbacks=[bar])
+            result = fit_potential(structures, settings, callbacks=[bar], resume=resume)
         to_log.flush()
     except ValueError as e:
         raise UserError(f"fit: {e}") from None
@@ -756,7 +760,9 @@ def cmd_fit(args) -> int:
     with _logging(Path(cfg.output.folder), args.quiet, cfg.output.log):
         for note in notes:  # FitSNAP settings not honoured: named, never dropped silently
             log.warning(f"{args.config}: {note}")
-        run_fit(cfg, quiet=args.quiet, plots=not args.no_plots)
+        if args.resume and not (Path(cfg.output.folder) / "checkpoint.pt").exists():
+            raise UserError(f"--resume: no checkpoint.pt in {cfg.output.folder} to continue")
+        run_fit(cfg, quiet=args.quiet, plots=not args.no_plots, resume=args.resume)
     return 0
 
 

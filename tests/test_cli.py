@@ -118,6 +118,34 @@ def test_test_paths_are_evaluated_after_the_fit(tmp_path, fitted):
     assert "test-set metrics" in (tmp_path / "run" / "forcefit.log").read_text()
 
 
+def test_save_state_input_with_zero_epochs_only_evaluates(tmp_path, fitted):
+    """FitSNAP's "calculate errors on a test set": the saved model, no training."""
+    from forcefit.plot import read_table
+
+    (tmp_path / "cu.extxyz").write_text((fitted / "cu.extxyz").read_text())
+    model = fitted / "run" / "model.pt"
+    text = CONFIG.replace("num_epochs = 3", f"num_epochs = 0\nsave_state_input = '{model}'")
+    (tmp_path / "fit.toml").write_text(text)
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--quiet", "--no-plots"]) == 0
+    before = read_table(fitted / "run" / "perconfig.dat")
+    after = read_table(tmp_path / "run" / "perconfig.dat")
+    np.testing.assert_allclose(after["Energy_Pred"], before["Energy_Pred"], rtol=1e-10)
+    assert not (tmp_path / "run" / "loss_vs_epochs.dat").exists()  # nothing trained
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path, fitted, capsys):
+    (tmp_path / "cu.extxyz").write_text((fitted / "cu.extxyz").read_text())
+    (tmp_path / "fit.toml").write_text(CONFIG)
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--resume", "--quiet"]) == 2
+    assert "no checkpoint.pt" in capsys.readouterr().err
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--quiet", "--no-plots",
+                     "--epochs", "2"]) == 0
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--resume", "--no-plots",
+                     "--epochs", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "epochs 3..4" in out and "epoch 4/4" in out and "epoch 1/4" not in out
+
+
 @pytest.mark.parametrize("edit,expected", [
     (("learning_rate", "learning_rat"), "unknown key 'learning_rat'; did you mean 'learning_rate'"),
     (("num_epochs = 3", "num_epochs = 'three'"), "num_epochs: expected an integer, got string"),
