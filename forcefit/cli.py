@@ -22,6 +22,8 @@ from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
+from .config import build_descriptor_set, build_fit_settings
+
 log = logging.getLogger("forcefit.cli")
 
 EXAMPLES = {
@@ -517,47 +519,6 @@ def cmd_md(args) -> int:
 # --------------------------------------------------------------------------- fit, eval, ...
 
 
-def _grid_radial(cutoff: float, n: int) -> list[list[float]]:
-    """n shifted G2 functions: r_s evenly spaced on [1, rc - 0.5] A, eta = 1 / (2 dr^2)
-    with dr the spacing (Gaussians overlapping at half height); one centred one for n = 1."""
-    import numpy as np
-
-    if n <= 0:
-        return []
-    if n == 1:
-        return [[1.0 / cutoff**2, 0.0]]
-    rs = np.linspace(1.0, max(cutoff - 0.5, 1.5), n)  # (n,) A
-    eta = 1.0 / (2.0 * (rs[1] - rs[0]) ** 2)  # 1/A^2
-    return [[float(eta), float(r)] for r in rs]
-
-
-def _grid_angular(n: int) -> list[list[float]]:
-    """n angular rows [eta, zeta, lambda]: zeta in 1, 2, 4, 8, 16 each with lambda = +1 and
-    -1, eta = 0.005 1/A^2 for the first ten, 0.05 for the next ten, and so on."""
-    zetas = (1.0, 2.0, 4.0, 8.0, 16.0)
-    rows = []
-    for k in range(n):
-        eta = 0.005 * 10 ** (k // 10)
-        rows.append([eta, zetas[(k // 2) % 5], 1.0 if k % 2 == 0 else -1.0])
-    return rows
-
-
-def make_descriptor_set(d, species: list[int]):
-    """The :class:`~forcefit.descriptors.DescriptorSet` of a ``[descriptors]`` section."""
-    from .descriptors import DescriptorSet
-
-    g2 = [list(r) for r in (d.g2 or [])] + _grid_radial(d.cutoff, d.n_radial or 0)
-    angular = _grid_angular(d.n_angular or 0)
-    g4 = [list(r) for r in (d.g4 or [])] + (angular if d.angular_family == "g4" else [])
-    g5 = [list(r) for r in (d.g5 or [])] + (angular if d.angular_family == "g5" else [])
-    try:
-        return DescriptorSet(d.cutoff, species, g1=d.g1, g2=g2,
-                             sigmoid=[list(r) for r in (d.sigmoid or [])], g4=g4, g5=g5,
-                             cutoff_function=d.cutoff_function)
-    except ValueError as e:
-        raise UserError(f"[descriptors]: {e}") from None
-
-
 def config_species(cfg, structures) -> list[int]:
     """Species of the descriptors: ``[descriptors] species`` (checked against the data) or the
     elements present in the data."""
@@ -587,33 +548,6 @@ def read_config_data(cfg, paths=None):
                             f"group '{g.name}'{_suggest(g.name, present)} (groups in the data: "
                             f"{', '.join(present)})")
     return structures
-
-
-def fit_settings(cfg, descriptors, *, quiet: bool = False):
-    """Map a :class:`~forcefit.config.Config` onto :class:`forcefit.fit.FitSettings`."""
-    from .data import GroupSpec
-    from .fit import FitSettings, ModelSettings, OutputSettings, TrainingSettings
-
-    m, t, o = cfg.model, cfg.training, cfg.output
-    model = ModelSettings(type=m.type, layer_sizes=list(m.layer_sizes), activation=m.activation,
-                          multi_element_option=m.multi_element_option, quadratic=m.quadratic,
-                          ridge=m.ridge, reference=m.reference,
-                          reference_energies=m.reference_energies)
-    training = TrainingSettings(
-        learning_rate=t.learning_rate, num_epochs=t.num_epochs, batch_size=t.batch_size,
-        energy_weight=t.energy_weight, force_weight=t.force_weight,
-        stress_weight=t.stress_weight, training_fraction=t.training_fraction,
-        shuffle=t.shuffle, optimizer=t.optimizer, schedule=t.schedule,
-        schedule_params=dict(t.schedule_params or {}), patience=t.patience,
-        max_time=t.max_time, gradient_clip=t.gradient_clip, per_atom_energy=t.per_atom_energy,
-        dtype=t.dtype, derivative_dtype=t.derivative_dtype,
-        save_state_output=t.save_state_output, save_state_input=t.save_state_input)
-    outputs = OutputSettings(metrics=o.metrics, dump_peratom=o.dump_peratom,
-                             dump_perconfig=o.dump_perconfig, dump_configs=o.dump_configs)
-    groups = {g.name: GroupSpec(g.training_size, g.testing_size, g.eweight, g.fweight, g.vweight)
-              for g in cfg.groups}
-    return FitSettings(descriptors=descriptors, model=model, training=training, groups=groups,
-                       outputs=outputs, output_dir=o.folder, seed=t.manual_seed, quiet=quiet)
 
 
 class _PrintToLog:
@@ -673,12 +607,12 @@ def run_fit(cfg, *, quiet: bool = False, plots: bool = True, structures=None,
         structures = read_config_data(cfg)
     log.info("data: " + summarise_data(structures))
     species = config_species(cfg, structures)
-    dset = make_descriptor_set(cfg.descriptors, species)
+    dset = build_descriptor_set(cfg.descriptors, species)
     log.info(f"descriptors: {dset.n_features} features per atom, cutoff {dset.cutoff} A, "
              f"{dset.cutoff_function} cutoff function")
     # the core prints its per-epoch lines; they go through the logger (console unless quiet,
     # always the log file), so the core itself is never quiet
-    settings = fit_settings(cfg, dset, quiet=False)
+    settings = build_fit_settings(cfg, dset, quiet=False)
     from .config import dumps_toml
 
     _write_text(out / "config_used.toml", f"# the config of this fit (from {cfg.source})\n"
@@ -810,10 +744,10 @@ def cmd_describe(args) -> int:
             log.warning(f"{args.config}: {note}")
         structures = read_config_data(cfg)
         log.info("data: " + summarise_data(structures))
-        dset = make_descriptor_set(cfg.descriptors, config_species(cfg, structures))
+        dset = build_descriptor_set(cfg.descriptors, config_species(cfg, structures))
         data = compute_dataset(dset, structures, derivatives=False, progress=_progress(
             args.quiet))
-        values = _values_of(data)  # (atoms, features)
+        values = data.values.detach().cpu().double().numpy()  # (atoms, features)
         numbers = np.concatenate([s.numbers for s in structures])  # (atoms,)
         owner = np.repeat(np.arange(len(structures)), [len(s) for s in structures])  # (atoms,)
         _save_npz(out / "descriptors.npz", values=values, numbers=numbers, structure=owner,
@@ -830,23 +764,6 @@ def cmd_describe(args) -> int:
             plot.plot_descriptor_radial(dset, out / "descriptor_radial.png")
             log.info("plots: descriptor_histograms.png, descriptor_radial.png")
     return 0
-
-
-def _values_of(data):
-    """Values (atoms, features) as numpy from what ``compute_dataset`` returns."""
-    import numpy as np
-
-    for attr in ("values", "D"):
-        v = getattr(data, attr, None)
-        if v is not None:
-            break
-    else:
-        v = data[0] if isinstance(data, tuple) else data
-    if isinstance(v, (list, tuple)):
-        v = [x.detach().cpu().double().numpy() if hasattr(x, "detach") else np.asarray(x)
-             for x in v]
-        return np.concatenate(v)
-    return v.detach().cpu().double().numpy() if hasattr(v, "detach") else np.asarray(v)
 
 
 def _feature_stats(values, names) -> str:

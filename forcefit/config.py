@@ -64,6 +64,8 @@ __all__ = [
     "ModelConfig",
     "OutputConfig",
     "TrainingConfig",
+    "build_descriptor_set",
+    "build_fit_settings",
     "load_config",
     "parse_config",
     "parse_layer_sizes",
@@ -638,3 +640,76 @@ def _toml_value(v) -> str:
     if isinstance(v, dict):
         return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+# --------------------------------------------------------------------------- config -> objects
+
+
+def radial_rows(cutoff: float, n: int) -> list[list[float]]:
+    """``n_radial``: n shifted G2 rows [eta, r_s]: r_s evenly spaced on [1, rc - 0.5] A and
+    eta = 1 / (2 dr^2) with dr the spacing (neighbouring Gaussians cross near half height);
+    one centred row [1 / rc^2, 0] for n = 1."""
+    import numpy as np
+
+    if n <= 0:
+        return []
+    if n == 1:
+        return [[1.0 / cutoff**2, 0.0]]
+    rs = np.linspace(1.0, max(cutoff - 0.5, 1.5), n)  # (n,) Angstrom
+    eta = 1.0 / (2.0 * (rs[1] - rs[0]) ** 2)  # 1/Angstrom^2
+    return [[float(eta), float(r)] for r in rs]
+
+
+def angular_rows(n: int) -> list[list[float]]:
+    """``n_angular``: n angular rows [eta, zeta, lambda]: zeta cycling through 1, 2, 4, 8, 16,
+    each with lambda = +1 then -1; eta = 0.005 1/A^2 for the first ten rows, 0.05 for the next
+    ten, and so on (wide Gaussians: the angular part carries the information)."""
+    zetas = (1.0, 2.0, 4.0, 8.0, 16.0)
+    return [[0.005 * 10 ** (k // 10), zetas[(k // 2) % 5], 1.0 if k % 2 == 0 else -1.0]
+            for k in range(n)]
+
+
+def build_descriptor_set(d: DescriptorConfig, species):
+    """The :class:`~forcefit.descriptors.DescriptorSet` of a ``[descriptors]`` section for
+    ``species`` (atomic numbers or symbols): explicit rows plus the generated grids."""
+    from .descriptors import DescriptorSet
+
+    angular = angular_rows(d.n_angular or 0)
+    g2 = [list(r) for r in (d.g2 or [])] + radial_rows(d.cutoff, d.n_radial or 0)
+    g4 = [list(r) for r in (d.g4 or [])] + (angular if d.angular_family == "g4" else [])
+    g5 = [list(r) for r in (d.g5 or [])] + (angular if d.angular_family == "g5" else [])
+    try:
+        return DescriptorSet(d.cutoff, list(species), g1=d.g1, g2=g2,
+                             sigmoid=[list(r) for r in (d.sigmoid or [])], g4=g4, g5=g5,
+                             cutoff_function=d.cutoff_function)
+    except ValueError as e:
+        raise ConfigError(f"[descriptors]: {e}") from None
+
+
+def build_fit_settings(cfg: Config, descriptors, *, quiet: bool = False):
+    """Map a :class:`Config` onto :class:`forcefit.fit.FitSettings` (one to one: the fitting
+    core uses FitSNAP's key names too)."""
+    from .data import GroupSpec
+    from .fit import FitSettings, ModelSettings, OutputSettings, TrainingSettings
+
+    m, t, o = cfg.model, cfg.training, cfg.output
+    model = ModelSettings(type=m.type, layer_sizes=list(m.layer_sizes), activation=m.activation,
+                          multi_element_option=m.multi_element_option, quadratic=m.quadratic,
+                          ridge=m.ridge, reference=m.reference,
+                          reference_energies=m.reference_energies)
+    training = TrainingSettings(
+        learning_rate=t.learning_rate, num_epochs=t.num_epochs, batch_size=t.batch_size,
+        energy_weight=t.energy_weight, force_weight=t.force_weight,
+        stress_weight=t.stress_weight, training_fraction=t.training_fraction,
+        shuffle=t.shuffle, optimizer=t.optimizer, schedule=t.schedule,
+        schedule_params=dict(t.schedule_params or {}), patience=t.patience,
+        max_time=t.max_time, gradient_clip=t.gradient_clip, per_atom_energy=t.per_atom_energy,
+        dtype=t.dtype, derivative_dtype=t.derivative_dtype,
+        save_state_output=t.save_state_output, save_state_input=t.save_state_input)
+    outputs = OutputSettings(metrics=o.metrics, dump_peratom=o.dump_peratom,
+                             dump_perconfig=o.dump_perconfig, dump_configs=o.dump_configs)
+    groups = {g.name: GroupSpec(g.training_size, g.testing_size, g.eweight, g.fweight, g.vweight)
+              for g in cfg.groups}
+    return FitSettings(descriptors=descriptors, model=model, training=training, groups=groups,
+                       outputs=outputs, output_dir=cfg.output.folder, seed=t.manual_seed,
+                       quiet=quiet)

@@ -204,7 +204,7 @@ def test_eval_matches_ase_calculator(fitted, tmp_path, capsys):
 
 
 def test_describe_values_and_statistics(fitted, tmp_path):
-    from forcefit.config import load_config
+    from forcefit.config import build_descriptor_set, load_config
     from forcefit.io import read
     from forcefit.neighbors import build_graph
 
@@ -213,7 +213,7 @@ def test_describe_values_and_statistics(fitted, tmp_path):
     with np.load(out / "descriptors.npz") as z:
         values, owner, names = z["values"], z["structure"], list(z["feature_names"])
     cfg = load_config(fitted / "fit.toml")
-    dset = cli.make_descriptor_set(cfg.descriptors, [29])
+    dset = build_descriptor_set(cfg.descriptors, [29])
     assert names == dset.feature_names and values.shape == (12 * 32, dset.n_features)
     s = read(fitted / "cu.extxyz", index="4")
     g = build_graph(s, dset.cutoff)

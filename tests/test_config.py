@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from forcefit.config import ConfigError, dumps_toml, load_config, parse_config, parse_layer_sizes
@@ -201,3 +202,52 @@ def test_fitsnap_evaluate_only_and_switches(tmp_path):
     assert cfg.training.save_state_input.endswith("Ta_Pytorch.pt")
     assert cfg.training.stress_weight == 0.0
     assert any("evaluating the saved model only" in n for n in notes)
+
+
+def test_generated_descriptor_rows_and_set():
+    from forcefit.config import angular_rows, build_descriptor_set, radial_rows
+
+    rows = np.array(radial_rows(4.5, 8))  # (8, 2) [eta, r_s]
+    np.testing.assert_allclose(rows[:, 1], np.linspace(1.0, 4.0, 8))
+    spacing = 3.0 / 7
+    np.testing.assert_allclose(rows[:, 0], 1 / (2 * spacing**2))
+    assert radial_rows(4.5, 1) == [[1 / 4.5**2, 0.0]] and radial_rows(4.5, 0) == []
+    ang = angular_rows(12)
+    assert [r[1:] for r in ang[:4]] == [[1.0, 1.0], [1.0, -1.0], [2.0, 1.0], [2.0, -1.0]]
+    assert ang[9][0] == 0.005 and ang[10][0] == pytest.approx(0.05)
+    cfg = parse_config({"data": {"paths": ["x"]},
+                        "descriptors": {"cutoff": 4.5, "n_radial": 3, "n_angular": 2,
+                                        "g2": [[0.3, 0.0]], "angular_family": "g5"}},
+                       check_paths=False)
+    dset = build_descriptor_set(cfg.descriptors, ["Cu", "Ag"])
+    assert dset.species == [29, 47]
+    # per species 1 + 3 radial, per unordered pair 2 angular (G5)
+    assert dset.n_features == 2 * 4 + 3 * 2
+    assert sum(name.startswith("G5") for name in dset.feature_names) == 6
+    bad = parse_config({"data": {"paths": ["x"]},
+                        "descriptors": {"cutoff": 4.5, "g4": [[0.1, 0.5, 1.0]]}},
+                       check_paths=False)
+    with pytest.raises(ConfigError, match=r"\[descriptors\]: .*zeta must be >= 1"):
+        build_descriptor_set(bad.descriptors, ["Cu"])
+
+
+def test_fit_settings_mapping_is_one_to_one(tmp_path):
+    from forcefit.config import build_fit_settings
+
+    cfg = load_config(_write(tmp_path, GOOD))
+    s = build_fit_settings(cfg, descriptors="D", quiet=True)
+    assert s.descriptors == "D" and s.quiet is True and s.output_dir == str(tmp_path / "out")
+    assert (s.training.learning_rate, s.training.num_epochs, s.training.batch_size) == (
+        1e-3, 7, 2)
+    assert (s.training.energy_weight, s.training.force_weight) == (1.0, 10.0)
+    assert s.training.training_fraction == 0.75 and s.seed == cfg.training.manual_seed
+    assert s.model.layer_sizes == ["num_desc", 16, 16, 1] and s.model.activation == "tanh"
+    g = s.groups["rattle"]
+    assert (g.training_fraction, g.testing_fraction, g.eweight, g.fweight, g.vweight) == (
+        0.6, 0.4, 2.0, 3.0, 0.0)
+    # every training key of the config reaches the fitting core under the same name
+    import dataclasses
+
+    core = {f.name for f in dataclasses.fields(s.training)}
+    ours = {f.name for f in dataclasses.fields(cfg.training)}
+    assert ours - core == {"manual_seed", "multi_element_option"}  # seed and model live apart
