@@ -669,8 +669,13 @@ def _fit_plots(out: Path, result, species) -> dict:
     try:
         made["dimer"] = plot.plot_pair_curves(result.model, species, out / "dimer_curves.png",
                                               r_min=1.0, r_max=0.999 * result.model.cutoff)
+        prior = getattr(result.model, "prior", None)
+        if prior is not None:  # the reference potential under the network (e.g. ZBL)
+            made["reference"] = plot.plot_pair_curves(prior, species,
+                                                      out / "reference_curves.png", r_min=0.5,
+                                                      r_max=0.999 * prior.cutoff)
     except Exception as e:  # noqa: BLE001 - a plot must never lose a finished fit
-        log.warning(f"dimer curve plot skipped: {type(e).__name__}: {e}")
+        log.warning(f"pair curve plot skipped: {type(e).__name__}: {e}")
     ds = result.dataset
     if ds is not None and getattr(ds, "values", None) is not None:
         names = getattr(result.model.descriptors, "feature_names", [])

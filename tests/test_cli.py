@@ -118,6 +118,21 @@ def test_test_paths_are_evaluated_after_the_fit(tmp_path, fitted):
     assert "test-set metrics" in (tmp_path / "run" / "forcefit.log").read_text()
 
 
+def test_reference_potential_fitted_under_the_network(tmp_path, fitted):
+    """[model] reference: the ZBL prior is part of the saved model and its curve is plotted."""
+    from forcefit.potentials import ZBL
+    from forcefit.saved import load
+
+    (tmp_path / "cu.extxyz").write_text((fitted / "cu.extxyz").read_text())
+    text = CONFIG.replace('multi_element_option = 1', 'multi_element_option = 1\n'
+                          'reference = {type = "ZBL", inner = 1.0, outer = 2.0}')
+    (tmp_path / "fit.toml").write_text(text.replace("num_epochs = 3", "num_epochs = 1"))
+    assert cli.main(["fit", str(tmp_path / "fit.toml"), "--quiet"]) == 0
+    assert (tmp_path / "run" / "reference_curves.png").is_file()
+    model = load(tmp_path / "run" / "model.pt")
+    assert isinstance(model.prior, ZBL) and (model.prior.inner, model.prior.outer) == (1.0, 2.0)
+
+
 def test_save_state_input_with_zero_epochs_only_evaluates(tmp_path, fitted):
     """FitSNAP's "calculate errors on a test set": the saved model, no training."""
     from forcefit.plot import read_table
