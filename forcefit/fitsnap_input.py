@@ -193,6 +193,10 @@ def translate_fitsnap_input(path: str | Path, *, check_paths: bool = True
         raise ConfigError(f"{where}: [SCRAPER] scraper = {scraper}: forcefit reads JSON and XYZ")
     d["groups_from"] = "folder"
     base = Path(data_path)
+    full = base if base.is_absolute() else root / base
+    if check_paths and not full.is_dir():
+        raise ConfigError(f"{where}: [PATH] dataPath = {data_path}: no such folder (resolved to "
+                          f"{full.resolve()}); it must hold one folder per group")
     if table["groups"]:
         d["paths"] = [str(base / g) for g in table["groups"]]
     else:

@@ -187,6 +187,9 @@ def test_fitsnap_warnings_and_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"\[PATH\] dataPath is missing"):
         translate_fitsnap_input(p, check_paths=False)
     p.write_text(text.replace("dataPath = ../../../shared/data/ta_fitsnap", "dataPath = nowhere"))
+    with pytest.raises(ConfigError, match=r"\[PATH\] dataPath = nowhere: no such folder"):
+        translate_fitsnap_input(p)
+    (tmp_path / "nowhere").mkdir()
     with pytest.raises(ConfigError, match=r"\[data\] paths: 'nowhere/Displaced_A15' does not exist"):
         translate_fitsnap_input(p)
 
