@@ -126,7 +126,7 @@ def compute_dataset(descriptor_set: DescriptorSet, structures: Sequence[Structur
                     derivatives: bool = True, dtype: torch.dtype = torch.float64,
                     derivative_dtype: torch.dtype | None = None, chunk_atoms: int = 4096,
                     progress: bool = True, max_bytes: int | None = None,
-                    stream=None) -> DescriptorData:
+                    stream=None, chunk: int | None = None) -> DescriptorData:
     """Values (and derivatives) of ``descriptor_set`` for every structure, concatenated.
 
     Neighbour lists are built first; the memory of the result is then estimated and printed
@@ -137,7 +137,10 @@ def compute_dataset(descriptor_set: DescriptorSet, structures: Sequence[Structur
     the derivatives (computed in float64, stored rounded).
 
     Errors name the structure (index and ``name``): overlapping atoms, unknown species.
+    ``chunk`` is an alias of ``chunk_atoms`` (the name in the team's interface list).
     """
+    if chunk is not None:
+        chunk_atoms = chunk
     structures = list(structures)
     if not structures:
         raise DescriptorError("compute_dataset: no structures given")
