@@ -580,3 +580,19 @@ class _no_compile_warning:
         if bad:
             pytest.skip(f"no working torch.compile backend here: {bad[0].message}")
         return False
+
+
+def test_float32_isolated_atom_and_empty_batch():
+    ds = full_set([28, 29])
+    s = cuni_cell(seed=14)
+    g = build_graph(s, ds.cutoff)
+    d, _ = ds.compute(g)
+    d32, dd32 = ds.compute(g.to(dtype=torch.float32))
+    assert d32.dtype == torch.float32 and dd32.dtype == torch.float32
+    torch.testing.assert_close(d32.double(), d, rtol=1e-4, atol=1e-5 * d.abs().max().item())
+    lone = Structure(numbers=[29, 28], positions=[[0, 0, 0], [10, 0, 0]])  # no neighbours
+    d0, dd0 = ds.compute(build_graph(lone, ds.cutoff))
+    assert d0.shape == (2, ds.n_features) and (d0 == 0).all() and dd0.shape == (0, ds.n_features, 3)
+    empty = Structure(numbers=np.zeros(0, dtype=int), positions=np.zeros((0, 3)))
+    de, dde = ds.compute(build_graph(empty, ds.cutoff))
+    assert de.shape == (0, ds.n_features) and dde.shape == (0, ds.n_features, 3)
