@@ -706,25 +706,31 @@ def cmd_fit(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from . import plot
-    from .fit import evaluate_potential
-    from .train.metrics import format_metrics
+    from ase.data import chemical_symbols
 
-    potential, _ = _load_model(args.model)
+    potential, _ = _load_model(args.model)  # errors before any folder is made
     structures = read_data(args.data, format=args.format, index=args.index,
                            energy_key=args.energy_key, forces_key=args.forces_key,
                            stress_key=args.stress_key, group_key=args.group_key,
                            groups_from="none")
-    log.info(f"forcefit eval {args.model} on " + summarise_data(structures))
     known = {int(z) for z in potential.species}
-    from ase.data import chemical_symbols
-
     for s in structures:
         extra = set(s.numbers.tolist()) - known
         if extra:
             raise UserError(f"{s.name}: contains {', '.join(chemical_symbols[z] for z in extra)}"
                             f", which the model {args.model} does not know (species "
                             f"{', '.join(chemical_symbols[z] for z in sorted(known))})")
+    with _logging(Path(args.output), args.quiet):
+        _eval(args, potential, structures)
+    return 0
+
+
+def _eval(args, potential, structures) -> None:
+    from . import plot
+    from .fit import evaluate_potential
+    from .train.metrics import format_metrics
+
+    log.info(f"forcefit eval {args.model} on " + summarise_data(structures))
     result = evaluate_potential(potential, structures, args.output)
     log.info("metrics (energy eV/atom, force eV/A, stress eV/A^3):\n"
              + format_metrics(result.metrics).rstrip())
@@ -733,7 +739,6 @@ def cmd_eval(args) -> int:
         log.info("plots: " + ", ".join(p.name for p in made.values()))
     for kind, p in sorted(result.paths.items()):
         log.info(f"wrote {kind}: {p}")
-    return 0
 
 
 def cmd_describe(args) -> int:
@@ -849,10 +854,11 @@ COMMANDS = {"fit": cmd_fit, "eval": cmd_eval, "describe": cmd_describe, "relax":
 
 def _log_folder(args) -> Path | None:
     """Where the command's log file goes (its output folder)."""
-    if args.command in ("eval", "demo"):
+    if args.command == "demo":
         return Path(args.output)
     if args.command in ("relax", "md"):
-        return Path(args.structure).resolve().parent
+        folder = Path(args.structure).resolve().parent
+        return folder if folder.is_dir() else None  # never create a folder for a typo
     return None
 
 
@@ -883,7 +889,8 @@ def main(argv: list[str] | None = None) -> int:
 
         known += (PlotError,)
     try:
-        if args.command in ("fit", "describe"):  # they open their log in the config's folder
+        if args.command in ("fit", "describe", "eval"):  # they open their log once the
+            # inputs are valid (no output folder is made for a command that fails at once)
             return COMMANDS[args.command](args)
         with _logging(_log_folder(args), args.quiet):
             return COMMANDS[args.command](args)

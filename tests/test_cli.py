@@ -206,8 +206,11 @@ def test_eval_matches_ase_calculator(fitted, tmp_path, capsys):
     assert (out / "parity_forces.png").is_file() and (out / "forcefit.log").is_file()
     assert sorted(set(read_table(out / "peratom.dat")["Group"])) == ["rattle", "scale", "strain"]
     # a model file that is not there, a species the model does not know
-    assert cli.main(["eval", str(tmp_path / "none.pt"), str(fitted / "cu.extxyz")]) == 2
+    nowhere = tmp_path / "not_made"
+    assert cli.main(["eval", str(tmp_path / "none.pt"), str(fitted / "cu.extxyz"), "-o",
+                     str(nowhere)]) == 2
     assert "model file not found" in capsys.readouterr().err
+    assert not nowhere.exists()  # a failed command leaves no output folder behind
     from forcefit.structure import Structure
 
     write_extxyz(tmp_path / "ag.extxyz", [Structure(numbers=[47, 47], positions=[[0, 0, 0],
@@ -261,6 +264,9 @@ def test_relax_lowers_energy_to_fmax(fitted, tmp_path):
     assert relaxed.get_potential_energy() < atoms.get_potential_energy()
     assert len(read(tmp_path / "start_relax.traj", index=":")) >= 2
     assert cli.main(["relax", str(fitted / "run" / "model.pt"), str(tmp_path / "no.xyz")]) == 2
+    assert cli.main(["relax", str(fitted / "run" / "model.pt"),
+                     str(tmp_path / "typo" / "x.xyz")]) == 2
+    assert not (tmp_path / "typo").exists()
 
 
 def test_md_writes_trajectory_and_log(fitted, tmp_path):
