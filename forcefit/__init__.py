@@ -4,6 +4,7 @@ Data flows one way: io -> neighbors -> descriptors -> data -> models -> train ->
 """
 
 from .io import ReadError, read, write_extxyz
+from .saved import load
 from .neighbors import Edges, Graph, build_graph, neighbor_list
 from .structure import Structure, StructureError
 
@@ -11,5 +12,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Edges", "Graph", "ReadError", "Structure", "StructureError", "build_graph", "neighbor_list",
-    "read", "write_extxyz", "__version__",
+    "load", "read", "write_extxyz", "__version__",
 ]

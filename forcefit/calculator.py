@@ -133,7 +133,7 @@ class ForcefitCalculator(Calculator):
             pos = torch.as_tensor(atoms.positions, dtype=self.dtype, device=self.device)
             graph = dataclasses.replace(self._graph, positions=pos)
         out = evaluate_edges(self.model, graph, stress=want_stress)
-        energy = float(out["energy"][0])
+        energy = float(out["energy"][0].detach())
         self.results["energy"] = energy
         self.results["free_energy"] = energy
         self.results["energies"] = out["energies"].detach().cpu().numpy().astype(np.float64)
