@@ -596,3 +596,90 @@ def test_float32_isolated_atom_and_empty_batch():
     empty = Structure(numbers=np.zeros(0, dtype=int), positions=np.zeros((0, 3)))
     de, dde = ds.compute(build_graph(empty, ds.cutoff))
     assert de.shape == (0, ds.n_features) and dde.shape == (0, ds.n_features, 3)
+
+
+# --------------------------------------------------------------------- numba backend
+NUMBA_CASES = {
+    "cu_periodic_one_species": (lambda: cu_cell((1, 1, 2), seed=21), [29]),
+    "cuni_periodic_two_species": (lambda: cuni_cell(seed=22), [28, 29]),
+    "water_dimer_open_two_species": (water_dimer, [1, 8]),
+    "ethanol_open_three_species": (lambda: ethanol(seed=23), [1, 6, 8]),
+}
+
+
+def _close_rel(a, b, rtol=1e-12):
+    """a equals b to rtol relative to the largest entry (entries near 0 cancel)."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    scale = max(float(b.abs().max()), 1e-300)
+    err = float((a - b).abs().max()) / scale
+    assert err < rtol, f"max relative difference {err:.3g} >= {rtol}"
+
+
+@pytest.mark.parametrize("kind", ["cosine", "polynomial"])
+@pytest.mark.parametrize("case", list(NUMBA_CASES))
+def test_numba_backend_equals_torch(case, kind):
+    """The compiled kernel gives the torch kernels' values and derivatives (1e-12 relative),
+    including a non-integer zeta and eta = 0."""
+    pytest.importorskip("numba")
+    make, species = NUMBA_CASES[case]
+    s = make()
+    extra = {"g4": G4 + [[0.03, 2.5, 1.0]], "g5": G5 + [[0.0, 1.5, -1.0]]}
+    kw = dict(g1=True, g2=G2, sigmoid=SIG, cutoff_function=kind, **extra)
+    ref = DescriptorSet(3.8, species, backend="torch", **kw)
+    fast = DescriptorSet(3.8, species, backend="numba", **kw)
+    g = build_graph(s, 4.5)  # wider graph: edges beyond the cutoff are dropped by both
+    d_t, dd_t = ref.compute(g)
+    d_n, dd_n = fast.compute(g)
+    assert float(dd_t[:, -ref.n_pairs * ref.n_angular:].abs().max()) > 0
+    _close_rel(d_n, d_t)
+    _close_rel(dd_n, dd_t)
+    _close_rel(fast.compute(g, derivatives=False)[0], ref.compute(g, derivatives=False)[0])
+    _close_rel(fast.values(g, g.edge_vectors()), d_t)  # no grad: numba too
+
+
+def test_numba_backend_batched_and_float32():
+    """Several structures in one graph, and float32 input (computed in float64, cast)."""
+    pytest.importorskip("numba")
+    structs = [cuni_cell(seed=24), water_dimer(), cu_cell(seed=25)]
+    ref = full_set([1, 8, 28, 29], backend="torch")
+    fast = full_set([1, 8, 28, 29], backend="numba")
+    g = build_graph(structs, ref.cutoff)
+    d_t, dd_t = ref.compute(g)
+    d_n, dd_n = fast.compute(g)
+    _close_rel(d_n, d_t)
+    _close_rel(dd_n, dd_t)
+    d32, dd32 = fast.compute(g.to(dtype=torch.float32))
+    assert d32.dtype == torch.float32 and dd32.dtype == torch.float32
+    torch.testing.assert_close(d32.double(), d_t, rtol=1e-4, atol=1e-5 * float(d_t.abs().max()))
+    torch.testing.assert_close(dd32.double(), dd_t, rtol=1e-4,
+                               atol=1e-5 * float(dd_t.abs().max()))
+
+
+def test_backend_selection_and_fallback(monkeypatch):
+    """backend='torch' never calls the compiled kernel; autograd always uses torch; without
+    numba, 'auto' falls back to torch and 'numba' is refused with a clear error."""
+    from forcefit.descriptors import _numba
+
+    with pytest.raises(DescriptorError, match="backend: unknown 'cuda'"):
+        full_set([29], backend="cuda")
+    s = cu_cell(seed=26)
+    ref = full_set([29], backend="torch")
+    g = build_graph(s, ref.cutoff)
+    d_ref, dd_ref = ref.compute(g)
+
+    def boom(*a, **k):
+        raise AssertionError("numba kernel called")
+
+    monkeypatch.setattr(_numba, "angular", boom)
+    ref.compute(g)  # torch backend: no call
+    auto = full_set([29], backend="auto")
+    v = g.edge_vectors().requires_grad_(True)
+    e = auto.values(g, v).sum()  # autograd: the torch path, no call
+    assert torch.autograd.grad(e, v)[0].shape == v.shape
+    monkeypatch.setattr(_numba, "numba", None)  # as if numba were not installed
+    assert not _numba.available()
+    d, dd = auto.compute(g)  # 'auto' falls back to torch: identical
+    assert torch.equal(d, d_ref) and torch.equal(dd, dd_ref)
+    with pytest.raises(DescriptorError, match="backend 'numba' needs numba"):
+        full_set([29], backend="numba")
+    assert full_set([29]) == auto  # the backend is not part of the saved configuration

@@ -68,16 +68,21 @@ import functools
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from ase.data import chemical_symbols
 
 from ..neighbors import Graph
+from . import _numba
 from .cutoff import CUTOFF_FUNCTIONS, cutoff_function
 
 #: Edges shorter than this (Angstrom) mean overlapping atoms.
 MIN_DISTANCE = 1e-6
 #: Ordered neighbour pairs (sum of n_i^2 over centres) handled at once; bounds the memory.
 PAIR_BUDGET = 3_000_000
+
+#: Kernel choices of :class:`DescriptorSet` (``backend=``).
+BACKENDS = ("auto", "torch", "numba")
 
 RADIAL_FAMILIES = ("G1", "G2", "sigmoid")
 ANGULAR_FAMILIES = ("G4", "G5")
@@ -135,7 +140,7 @@ class DescriptorSet:
 
     def __init__(self, cutoff: float, species: Sequence[int | str], *, g1: bool = False,
                  g2=(), sigmoid=(), g4=(), g5=(), cutoff_function: str = "cosine",
-                 compiled: bool = False):
+                 compiled: bool = False, backend: str = "auto"):
         try:
             cutoff = float(cutoff)
         except (TypeError, ValueError):
@@ -148,6 +153,7 @@ class DescriptorSet:
         self.cutoff = cutoff
         self.cutoff_function = cutoff_function
         self.compiled = bool(compiled)
+        self.backend = backend
         self.species = self._parse_species(species)
         self.g1 = bool(g1)
         self.g2 = _as_rows("G2", g2, 2)
@@ -185,6 +191,27 @@ class DescriptorSet:
                                   "sigmoid, g4 or g5)")
         self._layout = self._build_layout()
         self.feature_names = [c["name"] for c in self._layout]
+
+    @property
+    def backend(self) -> str:
+        """Requested backend: ``"auto"``, ``"torch"`` or ``"numba"`` (settable)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, value: str) -> None:
+        if value not in BACKENDS:
+            raise DescriptorError(f"backend: unknown {value!r}; choose one of "
+                                  f"{', '.join(BACKENDS)}")
+        if value == "numba" and not _numba.available():
+            raise DescriptorError("backend 'numba' needs numba, which is not installed "
+                                  "(pip install numba, or the forcefit[fast] extra); use "
+                                  "backend='auto' to fall back to torch")
+        self._backend = value
+
+    def _use_numba(self, vectors: torch.Tensor) -> bool:
+        """Whether the angular sums of ``vectors`` go through the numba kernel."""
+        return (self._backend != "torch" and _numba.available()
+                and vectors.device.type == "cpu" and not vectors.requires_grad)
 
     # -- construction helpers --------------------------------------------------------
     @staticmethod
@@ -386,7 +413,10 @@ class DescriptorSet:
                 u = vec / r[:, None]  # (E, 3) unit vectors
                 block = dd[:, :n_rad_cols].unflatten(1, (self.n_species, self.n_radial))
                 block[torch.arange(E, device=device), sp_j] = dg[:, :, None] * u[:, None, :]
-        if self.n_angular:
+        if self.n_angular and self._use_numba(vec):
+            parts.append(self._angular_numba(vec, r, fc, dfc, ci, sp_j, n_atoms, dd,
+                                             n_rad_cols))
+        elif self.n_angular:
             parts.append(self._angular(vec, r, fc, dfc, ci, sp_j, n_atoms, dd, n_rad_cols))
         d = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (atoms, F)
         if derivatives and sel is not None:
@@ -418,6 +448,28 @@ class DescriptorSet:
                 ders.append(sig * (dfc[:, None] - (1.0 - sig) / dr * fc[:, None]))
         g = torch.cat(vals, dim=1)
         return g, (torch.cat(ders, dim=1) if derivatives else None)
+
+    def _angular_numba(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
+        """Angular columns by the numba kernel (float64); same contract as :meth:`_angular`."""
+        tables = getattr(self, "_numba_tables", None)
+        if tables is None:
+            tables = self._numba_tables = _numba.function_tables(self.g4, self.g5)
+
+        def f64(t):  # (n,) or (n, 3) float64 contiguous numpy view or copy
+            return np.ascontiguousarray(t.detach().to(torch.float64).numpy())
+
+        counts = torch.bincount(ci, minlength=n_atoms).numpy()  # (atoms,)
+        out = None
+        if dd is not None:
+            direct = dd.dtype == torch.float64 and dd.is_contiguous()
+            out = dd.numpy() if direct else np.zeros((dd.shape[0], dd.shape[1], 3))
+        val = _numba.angular(tables, f64(vec), f64(r), f64(fc), f64(dfc), counts,
+                             np.ascontiguousarray(sp_j.numpy(), dtype=np.int64),
+                             self._pair_table.numpy(), self.n_pairs, self.cutoff,
+                             self.cutoff_function, out, col0)  # (atoms, n_pairs * n_ang)
+        if dd is not None and not direct:
+            dd[:, col0:] = torch.from_numpy(out[:, col0:]).to(dd.dtype)
+        return torch.from_numpy(val).to(vec.dtype)
 
     def _angular(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
         """Angular columns: returns values (atoms, n_pairs * n_angular); fills dd in place."""
