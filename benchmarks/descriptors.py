@@ -15,7 +15,11 @@ linear energy, there is no derivative array); values + forces (forcefit: contrac
 stored derivatives and autograd through ``values``); bytes of derivative storage per atom;
 ratios peer / forcefit.
 
-Run:  python benchmarks/descriptors.py [--quick] [--compiled] [--repeats N]
+forcefit is timed with each backend of the angular kernels: ``torch`` (vectorised torch) and
+``numba`` (the compiled loops of ``forcefit.descriptors._numba``, when numba is installed);
+ratios are against the default backend (``auto``: numba when installed, else torch).
+
+Run:  python benchmarks/descriptors.py [--quick] [--compiled] [--repeats N] [--backends LIST]
 """
 
 from __future__ import annotations
@@ -84,14 +88,14 @@ class Row:
 
 
 # ----------------------------------------------------------------------------- forcefit
-def bench_forcefit(system, atoms_list, species, repeats, compiled=False):
+def bench_forcefit(system, atoms_list, species, repeats, compiled=False, backend="torch"):
     g2, g4 = params()
-    ds = DescriptorSet(CUTOFF, species, g2=g2, g4=g4, compiled=compiled)
+    ds = DescriptorSet(CUTOFF, species, g2=g2, g4=g4, compiled=compiled, backend=backend)
     structures = [Structure.from_ase(a) for a in atoms_list]
     n = sum(len(s) for s in structures)
-    row = Row(system, "forcefit+compile" if compiled else "forcefit", n)
+    row = Row(system, "ff torch+compile" if compiled else f"ff {backend}", n)
     t_compile = 0.0
-    if compiled:  # one-off compilation (both kernels), reported separately
+    if compiled or backend == "numba":  # one-off compilation (both kernels), reported apart
         graph = build_graph(structures, CUTOFF)
         t0 = time.perf_counter()
         ds.compute(graph, derivatives=False)
@@ -122,7 +126,9 @@ def bench_forcefit(system, atoms_list, species, repeats, compiled=False):
                 f"{t_auto / n * 1e6:.1f} us/atom; float32 storage "
                 f"{row.bytes_per_atom / 2:.0f} B/atom"
                 + (f"; first call with compilation {t_compile:.1f} s (one-off)" if compiled
-                   else ""))
+                   else "")
+                + (f"; first call (numba JIT, or its on-disk cache) {t_compile:.2f} s"
+                   if backend == "numba" else ""))
     return row, ds
 
 
@@ -216,11 +222,11 @@ def miniff_reason() -> str | None:
 
 # ----------------------------------------------------------------------------- report
 def report(rows, ref):
-    print(f"  {'code':<14}{'values':>12}{'val+deriv':>12}{'val+forces':>12}"
+    print(f"  {'code':<17}{'values':>12}{'val+deriv':>12}{'val+forces':>12}"
           f"{'deriv B/atom':>14}   (us/atom)")
     for r in rows:
         b = "-" if r.bytes_per_atom is None else f"{r.bytes_per_atom:12.0f}"
-        print(f"  {r.code:<14}{r.us(r.values):>12}{r.us(r.derivs):>12}{r.us(r.forces):>12}"
+        print(f"  {r.code:<17}{r.us(r.values):>12}{r.us(r.derivs):>12}{r.us(r.forces):>12}"
               f"{b:>14}")
     for r in rows:
         if r is ref:
@@ -232,7 +238,7 @@ def report(rows, ref):
                 parts.append(f"{key} {a / b:.1f}x")
         if r.bytes_per_atom and ref.bytes_per_atom:
             parts.append(f"memory {r.bytes_per_atom / ref.bytes_per_atom:.1f}x")
-        print(f"  ratio {r.code} / forcefit: " + ", ".join(parts))
+        print(f"  ratio {r.code} / {ref.code}: " + ", ".join(parts))
     for r in rows:
         if r.note:
             print(f"  note {r.code}: {r.note}")
@@ -244,7 +250,20 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compiled", action="store_true",
                         help="also time forcefit with torch.compile'd kernels")
+    parser.add_argument("--backends", default="torch,numba",
+                        help="comma-separated forcefit backends to time (torch, numba)")
+    parser.add_argument("--forcefit-only", action="store_true",
+                        help="skip the peers (DScribe, TorchANI)")
     args = parser.parse_args(argv)
+    from forcefit.descriptors import _numba
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if "numba" in backends and not _numba.available():
+        print("numba: not installed (pip install numba): numba backend skipped")
+        backends.remove("numba")
+    if not backends:
+        parser.error("no backend to time")
+    default = "numba" if _numba.available() else "torch"
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     print(f"forcefit descriptor benchmark: torch {torch.__version__}, 1 thread, "
@@ -258,17 +277,20 @@ def main(argv=None) -> int:
     systems.append(("ethanol x100", ethanols(100), [1, 6, 8], args.repeats))
     for name, atoms_list, species, reps in systems:
         print(f"\n== {name}: {sum(len(a) for a in atoms_list)} atoms")
-        ff, _ = bench_forcefit(name, atoms_list, species, reps)
-        rows = [ff]
+        ffs = [bench_forcefit(name, atoms_list, species, reps, backend=b)[0] for b in backends]
+        ff = next((r for r, b in zip(ffs, backends) if b == default), ffs[0])
+        rows = list(ffs)
         if args.compiled:
             rows.append(bench_forcefit(name, atoms_list, species, reps, compiled=True)[0])
-        for fn in (bench_dscribe, bench_torchani):
+        for fn in () if args.forcefit_only else (bench_dscribe, bench_torchani):
             r = fn(name, atoms_list, species, reps)
             if r is not None:
                 rows.append(r)
         report(rows, ff)
-        ms = ff.derivs * 1e3 / len(atoms_list)
-        print(f"  forcefit values + per-edge derivatives: {ms:.1f} ms per structure")
+        for r in ffs:
+            ms = r.derivs * 1e3 / len(atoms_list)
+            print(f"  forcefit ({r.code[3:]}) values + per-edge derivatives: {ms:.1f} ms "
+                  "per structure")
     return 0
 
 
