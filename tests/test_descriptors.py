@@ -621,12 +621,15 @@ def test_numba_backend_equals_torch(case, kind):
     """The compiled kernel gives the torch kernels' values and derivatives (1e-12 relative),
     including a non-integer zeta and eta = 0."""
     pytest.importorskip("numba")
+    from forcefit.descriptors import _numba
+
     make, species = NUMBA_CASES[case]
     s = make()
     extra = {"g4": G4 + [[0.03, 2.5, 1.0]], "g5": G5 + [[0.0, 1.5, -1.0]]}
     kw = dict(g1=True, g2=G2, sigmoid=SIG, cutoff_function=kind, **extra)
     ref = DescriptorSet(3.8, species, backend="torch", **kw)
     fast = DescriptorSet(3.8, species, backend="numba", **kw)
+    assert not _numba.function_tables(fast.g4, fast.g5)["direct"]  # the column-picking path
     g = build_graph(s, 4.5)  # wider graph: edges beyond the cutoff are dropped by both
     d_t, dd_t = ref.compute(g)
     d_n, dd_n = fast.compute(g)
@@ -635,6 +638,27 @@ def test_numba_backend_equals_torch(case, kind):
     _close_rel(dd_n, dd_t)
     _close_rel(fast.compute(g, derivatives=False)[0], ref.compute(g, derivatives=False)[0])
     _close_rel(fast.values(g, g.edge_vectors()), d_t)  # no grad: numba too
+
+
+@pytest.mark.parametrize("species", [[29], [28, 29]])
+def test_numba_backend_grid_rows_equal_torch(species):
+    """Rows that form a full (eta x zeta x lambda) grid, in order, take the kernel's direct
+    path (no column picking); still the torch numbers, for G4 alone and G4 + G5."""
+    pytest.importorskip("numba")
+    from forcefit.descriptors import _numba
+
+    s = cuni_cell(seed=27) if len(species) == 2 else cu_cell((1, 1, 2), seed=27)
+    g = build_graph(s, 3.8)
+    grid = angular_grid(etas=(0.02, 0.3), zetas=(1, 2, 16, 2.5))
+    for kw in ({"g4": grid}, {"g2": G2, "g4": grid, "g5": angular_grid(etas=(0.0, 0.1))}):
+        assert _numba.function_tables(kw["g4"], kw.get("g5", ()))["direct"]
+        ref = DescriptorSet(3.8, species, backend="torch", **kw)
+        fast = DescriptorSet(3.8, species, backend="numba", **kw)
+        d_t, dd_t = ref.compute(g)
+        d_n, dd_n = fast.compute(g)
+        _close_rel(d_n, d_t)
+        _close_rel(dd_n, dd_t)
+        _close_rel(fast.compute(g, derivatives=False)[0], d_t)
 
 
 def test_numba_backend_batched_and_float32():

@@ -66,169 +66,206 @@ def _ipow(base, n):
     return acc
 
 
-def _cut(r, cutoff, kind):
-    """(fc(r), dfc/dr) of :mod:`forcefit.descriptors.cutoff`, zero for r >= cutoff."""
+def _cut(r, cutoff, kind, derivative):
+    """(fc(r), dfc/dr) of :mod:`forcefit.descriptors.cutoff`, zero for r >= cutoff (dfc/dr
+    is returned as 0 when ``derivative`` is false)."""
     if r >= cutoff:
         return 0.0, 0.0
     if kind == 0:
         arg = (math.pi / cutoff) * r
-        return 0.5 * (math.cos(arg) + 1.0), (-0.5 * math.pi / cutoff) * math.sin(arg)
+        d = (-0.5 * math.pi / cutoff) * math.sin(arg) if derivative else 0.0
+        return 0.5 * (math.cos(arg) + 1.0), d
     x = r / cutoff
     x2 = x * x
     om = 1.0 - x
     return 1.0 + x2 * x * (-10.0 + x * (15.0 - 6.0 * x)), (-30.0 / cutoff) * x2 * om * om
 
 
-def _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, fam, xkey, akey, pref,
-                    dpref, eta_f, x_fam, x_eta, a_int, a_zeta, a_lam, n_ang, cutoff, kind,
-                    derivatives, out_val, out_der, col0):
-    """Accumulate angular values into out_val (centres, n_pairs * n_ang) and, if
-    ``derivatives``, per-edge derivatives into out_der[:, col0:col0 + n_pairs * n_ang, :].
+def _powers(c, a_int, a_zeta, a_lam, pref, dpref, pa, dq):
+    """pa[q] = 2^(1-zeta) (1 + lambda c)^zeta, dq[q] = zeta lambda 2^(1-zeta)
+    (1 + lambda c)^(zeta-1) for each (zeta, lambda) q; the base is clamped at 0."""
+    for q in range(a_zeta.shape[0]):
+        base = max(1.0 + a_lam[q] * c, 0.0)
+        if a_int[q] >= 1:
+            p = _ipow(base, a_int[q] - 1)
+            a = p * base if a_int[q] > 1 else base
+        else:
+            p = base ** (a_zeta[q] - 1.0)
+            a = base ** a_zeta[q]
+        pa[q] = pref[q] * a
+        dq[q] = dpref[q] * p
+
+
+def _grid_add(x_eta, pa, dq, rsq, cc, d1, d2, d3, s, t, cr1, cr2, inv12, v1, v2, col, jl, kl,
+              derivatives, vbuf, dbuf):
+    """Add one pair's terms for one family's (eta x zeta-lambda) grid at columns col...
+
+    cc = C, d1, d2, d3 = (dC/dr1)/r1, (dC/dr2)/r2, (dC/dr3)/r3; s, t = 4, 2 (G4) or 2, 0
+    (G5); the coefficients of the module docstring factor as a1 = pa u1 + dq w1,
+    a2 = pa u2 + dq w2, b = pa ub + dq wb, with per-eta u and w (below).
+    vbuf (W,) values of the centre; dbuf (local edges, 3, W) its derivatives.
+    """
+    n_a = pa.shape[0]
+    for xq in range(x_eta.shape[0]):
+        eta = x_eta[xq]
+        x = math.exp(-eta * rsq)
+        xc = x * cc
+        c0 = col + xq * n_a
+        for q in range(n_a):
+            vbuf[c0 + q] += xc * pa[q]
+        if not derivatives:
+            continue
+        u1 = x * (d1 + d3 - s * eta * cc)
+        u2 = x * (d2 + d3 - s * eta * cc)
+        ub = x * (t * eta * cc - d3)
+        w1 = -xc * cr1
+        w2 = -xc * cr2
+        wb = xc * inv12
+        x1, y1, z1 = v1[0], v1[1], v1[2]
+        x2, y2, z2 = v2[0], v2[1], v2[2]
+        dj0, dj1, dj2 = dbuf[jl, 0], dbuf[jl, 1], dbuf[jl, 2]  # (W,) rows of edge j
+        dk0, dk1, dk2 = dbuf[kl, 0], dbuf[kl, 1], dbuf[kl, 2]  # (W,) rows of edge k
+        for q in range(n_a):
+            a1 = pa[q] * u1 + dq[q] * w1
+            a2 = pa[q] * u2 + dq[q] * w2
+            b = pa[q] * ub + dq[q] * wb
+            dj0[c0 + q] += a1 * x1 + b * x2
+            dj1[c0 + q] += a1 * y1 + b * y2
+            dj2[c0 + q] += a1 * z1 + b * z2
+            dk0[c0 + q] += a2 * x2 + b * x1
+            dk1[c0 + q] += a2 * y2 + b * y1
+            dk2[c0 + q] += a2 * z2 + b * z1
+
+
+def _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, t4, t5, g4w, width,
+                    cutoff, kind, derivatives, out_val, out_der, col0):
+    """Angular sums on the (family, eta, zeta-lambda) grid of each species pair.
 
     vec (E, 3), r, fc, dfc (E,): centre-sorted edges; starts, counts (centres,): each
-    centre's edge range; sp (E,) species index of each neighbour; pair_table (S, S) species
-    pair index. Per function f: fam (0 = G4, 1 = G5), xkey (index into the distinct
-    (family, eta) exponentials x_fam, x_eta), akey (index into the distinct (zeta, lambda)
-    powers a_int (integer zeta or -1), a_zeta, a_lam), pref = 2^(1-zeta),
-    dpref = zeta lambda 2^(1-zeta), eta_f.
+    centre's edge range; sp (E,) species index of each neighbour; pair_table (S, S)
+    species-pair index. t4, t5: tuples (x_eta, a_int, a_zeta, a_lam, pref, dpref) of G4 and
+    G5 (empty arrays for an absent family). Grid column of pair p, family G4, eta xq,
+    (zeta, lambda) q: p * width + xq * n_a4 + q; G5 columns start at p * width + g4w.
+    Writes out_val (centres, n_pairs * width) and, with ``derivatives``,
+    out_der[e, col0 + column, :] (E, >= col0 + n_pairs * width, 3).
     """
-    n_f = fam.shape[0]
-    n_x = x_eta.shape[0]
-    n_a = a_zeta.shape[0]
-    xs = np.empty(n_x)  # (distinct etas,) exponentials of the current pair
-    aa = np.empty(n_a)  # (distinct zeta-lambda,) (1 + lambda c)^zeta
-    da = np.empty(n_a)  # (distinct zeta-lambda,) (1 + lambda c)^(zeta-1)
-    has4 = False
-    has5 = False
-    for f in range(n_f):
-        if fam[f] == 0:
-            has4 = True
-        else:
-            has5 = True
+    x4, ai4, az4, al4, pr4, dp4 = t4
+    x5, ai5, az5, al5, pr5, dp5 = t5
+    has4 = x4.shape[0] > 0
+    has5 = x5.shape[0] > 0
+    n_w = out_val.shape[1]  # n_pairs * width
+    nmax = 0
+    for i in range(counts.shape[0]):
+        nmax = max(nmax, counts[i])
+    pa4 = np.empty(az4.shape[0])  # (zeta-lambda of G4,)
+    dq4 = np.empty(az4.shape[0])
+    pa5 = np.empty(az5.shape[0])  # (zeta-lambda of G5,)
+    dq5 = np.empty(az5.shape[0])
+    vbuf = np.empty(n_w)  # (n_pairs * width,) values of one centre
+    dbuf = np.empty((nmax if derivatives else 1, 3, n_w))  # (local edges, 3, n_pairs * width)
+    v1 = np.empty(3)
+    v2 = np.empty(3)
     rc2 = cutoff * cutoff
     for i in range(starts.shape[0]):
         s0 = starts[i]
-        s1 = s0 + counts[i]
-        for j in range(s0, s1):
-            x1 = vec[j, 0]
-            y1 = vec[j, 1]
-            z1 = vec[j, 2]
+        n = counts[i]
+        vbuf[:] = 0.0
+        if derivatives:
+            dbuf[:n] = 0.0
+        for jl in range(n):
+            j = s0 + jl
+            v1[0] = vec[j, 0]
+            v1[1] = vec[j, 1]
+            v1[2] = vec[j, 2]
             r1 = r[j]
             f1 = fc[j]
             df1 = dfc[j]
-            for k in range(j + 1, s1):
-                x2 = vec[k, 0]
-                y2 = vec[k, 1]
-                z2 = vec[k, 2]
+            for kl in range(jl + 1, n):
+                k = s0 + kl
+                v2[0] = vec[k, 0]
+                v2[1] = vec[k, 1]
+                v2[2] = vec[k, 2]
+                dot = v1[0] * v2[0] + v1[1] * v2[1] + v1[2] * v2[2]
                 r2 = r[k]
-                f2 = fc[k]
-                df2 = dfc[k]
-                dot = x1 * x2 + y1 * y2 + z1 * z2
                 s12 = r1 * r1 + r2 * r2
-                r3sq = s12 - 2.0 * dot
-                r3sq = max(r3sq, 0.0)
+                r3sq = max(s12 - 2.0 * dot, 0.0)
                 in4 = has4 and r3sq < rc2
                 if not (in4 or has5):
                     continue
-                r3 = 1.0
-                f3 = 0.0
-                df3 = 0.0
-                if in4:
-                    r3 = math.sqrt(r3sq)
-                    f3, df3 = _cut(r3, cutoff, kind)
+                f2 = fc[k]
+                df2 = dfc[k]
                 inv12 = 1.0 / (r1 * r2)
                 c = dot * inv12
-                for q in range(n_x):
-                    if x_fam[q] == 0:
-                        xs[q] = math.exp(-x_eta[q] * (s12 + r3sq)) if in4 else 0.0
-                    else:
-                        xs[q] = math.exp(-x_eta[q] * s12)
-                for q in range(n_a):
-                    base = 1.0 + a_lam[q] * c
-                    base = max(base, 0.0)
-                    if a_int[q] >= 1:
-                        p = _ipow(base, a_int[q] - 1)
-                        da[q] = p
-                        aa[q] = p * base if a_int[q] > 1 else base
-                    else:
-                        da[q] = base ** (a_zeta[q] - 1.0)
-                        aa[q] = base ** a_zeta[q]
-                col = col0 + pair_table[sp[j], sp[k]] * n_ang
-                vcol = col - col0
-                c12 = f1 * f2
-                c4 = c12 * f3
-                # cutoff-product derivatives over r: (dC/dr1) / r1, (dC/dr2) / r2, (dC/dr3) / r3
-                d1_4 = df1 * f2 * f3 / r1
-                d2_4 = f1 * df2 * f3 / r2
-                d3_4 = c12 * df3 / r3
-                d1_5 = df1 * f2 / r1
-                d2_5 = f1 * df2 / r2
                 cr1 = c / (r1 * r1)
                 cr2 = c / (r2 * r2)
-                for f in range(n_f):
-                    g4 = fam[f] == 0
-                    if g4 and not in4:
-                        continue
-                    x = xs[xkey[f]]
-                    q = akey[f]
-                    pax = pref[f] * aa[q] * x  # P A X
-                    cc = c4 if g4 else c12
-                    g = pax * cc
-                    out_val[i, vcol + f] += g
-                    if not derivatives:
-                        continue
-                    qq = dpref[f] * da[q] * x * cc  # Q
-                    eta = eta_f[f]
-                    if g4:
-                        a1 = -qq * cr1 - 4.0 * eta * g + pax * (d1_4 + d3_4)
-                        a2 = -qq * cr2 - 4.0 * eta * g + pax * (d2_4 + d3_4)
-                        b = qq * inv12 + 2.0 * eta * g - pax * d3_4
-                    else:
-                        a1 = -qq * cr1 - 2.0 * eta * g + pax * d1_5
-                        a2 = -qq * cr2 - 2.0 * eta * g + pax * d2_5
-                        b = qq * inv12
-                    out_der[j, col + f, 0] += a1 * x1 + b * x2
-                    out_der[j, col + f, 1] += a1 * y1 + b * y2
-                    out_der[j, col + f, 2] += a1 * z1 + b * z2
-                    out_der[k, col + f, 0] += a2 * x2 + b * x1
-                    out_der[k, col + f, 1] += a2 * y2 + b * y1
-                    out_der[k, col + f, 2] += a2 * z2 + b * z1
+                col = pair_table[sp[j], sp[k]] * width
+                c12 = f1 * f2
+                if in4:
+                    r3 = math.sqrt(r3sq)
+                    f3, df3 = _cut(r3, cutoff, kind, derivatives)
+                    _powers(c, ai4, az4, al4, pr4, dp4, pa4, dq4)
+                    _grid_add(x4, pa4, dq4, s12 + r3sq, c12 * f3, df1 * f2 * f3 / r1,
+                              f1 * df2 * f3 / r2, c12 * df3 / r3, 4.0, 2.0, cr1, cr2, inv12,
+                              v1, v2, col, jl, kl, derivatives, vbuf, dbuf)
+                if has5:
+                    _powers(c, ai5, az5, al5, pr5, dp5, pa5, dq5)
+                    _grid_add(x5, pa5, dq5, s12, c12, df1 * f2 / r1, f1 * df2 / r2, 0.0,
+                              2.0, 0.0, cr1, cr2, inv12, v1, v2, col + g4w, jl, kl,
+                              derivatives, vbuf, dbuf)
+        out_val[i, :] = vbuf
+        if derivatives:
+            for jl in range(n):
+                for w in range(n_w):
+                    out_der[s0 + jl, col0 + w, 0] = dbuf[jl, 0, w]
+                    out_der[s0 + jl, col0 + w, 1] = dbuf[jl, 1, w]
+                    out_der[s0 + jl, col0 + w, 2] = dbuf[jl, 2, w]
 
 
 if numba is not None:
-    _ipow = numba.njit(cache=True, inline="always")(_ipow)
-    _cut = numba.njit(cache=True, inline="always")(_cut)
-    _angular_kernel = numba.njit(cache=True, nogil=True, fastmath=True)(_angular_kernel)
+    _OPTS = {"cache": True, "error_model": "numpy"}  # no Python zero-division checks
+    # reassociation and FMA contraction for the grid loops; NaN and inf keep their meaning
+    _FAST = {"nsz", "arcp", "contract", "reassoc"}
+    _ipow = numba.njit(inline="always", **_OPTS)(_ipow)
+    _cut = numba.njit(inline="always", **_OPTS)(_cut)
+    _powers = numba.njit(inline="always", fastmath=_FAST, **_OPTS)(_powers)
+    _grid_add = numba.njit(inline="always", fastmath=_FAST, **_OPTS)(_grid_add)
+    _angular_kernel = numba.njit(nogil=True, fastmath=_FAST, **_OPTS)(_angular_kernel)
+
+
+def _family_table(rows):
+    """Grid of one family: distinct etas and (zeta, lambda) in order of first appearance,
+    the kernel's per-(zeta, lambda) arrays, and each row's grid column."""
+    etas = list(dict.fromkeys(float(r[0]) for r in rows))
+    zls = list(dict.fromkeys((float(r[1]), float(r[2])) for r in rows))
+    zeta = np.array([z for z, _ in zls], dtype=np.float64)
+    lam = np.array([lm for _, lm in zls], dtype=np.float64)
+    pref = 2.0 ** (1.0 - zeta)
+    arrays = (np.array(etas, dtype=np.float64),
+              np.array([int(z) if float(z).is_integer() and z <= 64 else -1 for z in zeta],
+                       dtype=np.int64),
+              zeta, lam, pref, pref * zeta * lam)
+    cols = [etas.index(float(r[0])) * len(zls) + zls.index((float(r[1]), float(r[2])))
+            for r in rows]
+    return arrays, cols, len(etas) * len(zls)
 
 
 def function_tables(g4, g5):
-    """Per-function arrays of the kernel for rows g4 then g5 of (eta, zeta, lambda)."""
-    rows = [(0, *p) for p in g4] + [(1, *p) for p in g5]
-    xkeys = list(dict.fromkeys((fam, float(eta)) for fam, eta, _, _ in rows))
-    akeys = list(dict.fromkeys((float(z), float(lm)) for _, _, z, lm in rows))
-    fam = np.array([r[0] for r in rows], dtype=np.int64)
-    xkey = np.array([xkeys.index((r[0], float(r[1]))) for r in rows], dtype=np.int64)
-    akey = np.array([akeys.index((float(r[2]), float(r[3]))) for r in rows], dtype=np.int64)
-    zeta = np.array([r[2] for r in rows], dtype=np.float64)
-    lam = np.array([r[3] for r in rows], dtype=np.float64)
-    pref = 2.0 ** (1.0 - zeta)
-    return {
-        "fam": fam, "xkey": xkey, "akey": akey, "pref": pref, "dpref": pref * zeta * lam,
-        "eta_f": np.array([r[1] for r in rows], dtype=np.float64),
-        "x_fam": np.array([k[0] for k in xkeys], dtype=np.int64),
-        "x_eta": np.array([k[1] for k in xkeys], dtype=np.float64),
-        "a_int": np.array([int(z) if float(z).is_integer() and z <= 64 else -1
-                           for z, _ in akeys], dtype=np.int64),
-        "a_zeta": np.array([k[0] for k in akeys], dtype=np.float64),
-        "a_lam": np.array([k[1] for k in akeys], dtype=np.float64),
-    }
+    """Kernel tables for angular rows g4 then g5 of (eta, zeta, lambda): per-family grids,
+    the grid width per species pair, and the grid column of each angular function
+    (``direct`` when the rows are their grids in order, so no columns need picking)."""
+    t4, cols4, w4 = _family_table(g4)
+    t5, cols5, w5 = _family_table(g5)
+    cols = cols4 + [w4 + c for c in cols5]
+    return {"t4": t4, "t5": t5, "g4w": w4, "width": w4 + w5, "cols": np.array(cols),
+            "direct": cols == list(range(w4 + w5))}
 
 
 def angular(tables: dict, vec: np.ndarray, r: np.ndarray, fc: np.ndarray, dfc: np.ndarray,
             counts: np.ndarray, sp: np.ndarray, pair_table: np.ndarray, n_pairs: int,
             cutoff: float, kind: str, out_der: np.ndarray | None, col0: int) -> np.ndarray:
-    """Angular values (centres, n_pairs * n_angular), float64; derivatives added into
-    ``out_der`` (E, F, 3) float64 at columns col0... when it is given.
+    """Angular values (centres, n_pairs * n_angular), float64; derivatives written into
+    ``out_der`` (E, F, 3) float64 at columns col0 ... col0 + n_pairs * n_angular - 1 when it
+    is given.
 
     All inputs are float64 / int64 numpy arrays of centre-sorted edges (see
     :func:`_angular_kernel`); counts (centres,) edges per centre.
@@ -236,16 +273,25 @@ def angular(tables: dict, vec: np.ndarray, r: np.ndarray, fc: np.ndarray, dfc: n
     if numba is None:
         raise RuntimeError("forcefit.descriptors: the numba backend needs numba "
                            "(pip install numba, or the forcefit[fast] extra)")
-    n_ang = int(tables["fam"].shape[0])
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     starts = np.cumsum(counts) - counts  # (centres,)
-    out_val = np.zeros((counts.shape[0], n_pairs * n_ang))  # (centres, n_pairs * n_ang)
+    width = tables["width"]
+    out_val = np.zeros((counts.shape[0], n_pairs * width))  # (centres, n_pairs * width)
     derivatives = out_der is not None
-    if out_der is None:
-        out_der = np.zeros((1, 1, 3))
-    t = tables
-    _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, t["fam"], t["xkey"],
-                    t["akey"], t["pref"], t["dpref"], t["eta_f"], t["x_fam"], t["x_eta"],
-                    t["a_int"], t["a_zeta"], t["a_lam"], n_ang, float(cutoff),
-                    CUTOFF_CODES[kind], derivatives, out_val, out_der, int(col0))
-    return out_val
+    direct = tables["direct"]
+    if not derivatives:
+        target, c0 = np.zeros((1, 1, 3)), 0
+    elif direct:
+        target, c0 = out_der, int(col0)
+    else:  # (E, n_pairs * width, 3) grid columns, picked below
+        target, c0 = np.zeros((vec.shape[0], n_pairs * width, 3)), 0
+    _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, tables["t4"],
+                    tables["t5"], tables["g4w"], width, float(cutoff), CUTOFF_CODES[kind],
+                    derivatives, out_val, target, c0)
+    if direct:
+        return out_val
+    pick = (np.arange(n_pairs)[:, None] * width + tables["cols"][None, :]).reshape(-1)
+    if derivatives:
+        n_cols = pick.shape[0]
+        out_der[:, col0:col0 + n_cols] = target[:, pick]
+    return out_val[:, pick]

@@ -451,7 +451,7 @@ class DescriptorSet:
 
     def _angular_numba(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
         """Angular columns by the numba kernel (float64); same contract as :meth:`_angular`."""
-        tables = getattr(self, "_numba_tables", None)
+        tables = getattr(self, "_numba_tables", None)  # built once per set
         if tables is None:
             tables = self._numba_tables = _numba.function_tables(self.g4, self.g5)
 
