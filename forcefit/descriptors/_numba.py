@@ -35,22 +35,24 @@ repeated squaring, as the torch kernel does.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
 
-try:  # optional dependency: the ``fast`` extra
-    import numba
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    numba = None
+#: Whether numba (optional: the ``fast`` extra) is installed. It is imported, and the
+#: kernel compiled (or loaded from numba's on-disk cache), on first use only, so that
+#: importing forcefit stays fast.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+_JITTED = False
 
 #: Cutoff function codes of the kernel.
 CUTOFF_CODES = {"cosine": 0, "polynomial": 1}
 
 
 def available() -> bool:
-    """True when numba can be imported (the compiled backend can run)."""
-    return numba is not None
+    """True when numba is installed (the compiled backend can run)."""
+    return HAVE_NUMBA
 
 
 def _ipow(base, n):
@@ -221,15 +223,22 @@ def _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, t4, t5, g4w
                     out_der[s0 + jl, col0 + w, 2] = dbuf[jl, 2, w]
 
 
-if numba is not None:
-    _OPTS = {"cache": True, "error_model": "numpy"}  # no Python zero-division checks
+def _jit() -> None:
+    """Replace the kernel functions by their numba-compiled versions (once)."""
+    global _JITTED, _ipow, _cut, _powers, _grid_add, _angular_kernel
+    if _JITTED:
+        return
+    import numba
+
+    opts = {"cache": True, "error_model": "numpy"}  # no Python zero-division checks
     # reassociation and FMA contraction for the grid loops; NaN and inf keep their meaning
-    _FAST = {"nsz", "arcp", "contract", "reassoc"}
-    _ipow = numba.njit(inline="always", **_OPTS)(_ipow)
-    _cut = numba.njit(inline="always", **_OPTS)(_cut)
-    _powers = numba.njit(inline="always", fastmath=_FAST, **_OPTS)(_powers)
-    _grid_add = numba.njit(inline="always", fastmath=_FAST, **_OPTS)(_grid_add)
-    _angular_kernel = numba.njit(nogil=True, fastmath=_FAST, **_OPTS)(_angular_kernel)
+    fast = {"nsz", "arcp", "contract", "reassoc"}
+    _ipow = numba.njit(inline="always", **opts)(_ipow)
+    _cut = numba.njit(inline="always", **opts)(_cut)
+    _powers = numba.njit(inline="always", fastmath=fast, **opts)(_powers)
+    _grid_add = numba.njit(inline="always", fastmath=fast, **opts)(_grid_add)
+    _angular_kernel = numba.njit(nogil=True, fastmath=fast, **opts)(_angular_kernel)
+    _JITTED = True
 
 
 def _family_table(rows):
@@ -270,9 +279,10 @@ def angular(tables: dict, vec: np.ndarray, r: np.ndarray, fc: np.ndarray, dfc: n
     All inputs are float64 / int64 numpy arrays of centre-sorted edges (see
     :func:`_angular_kernel`); counts (centres,) edges per centre.
     """
-    if numba is None:
+    if not available():
         raise RuntimeError("forcefit.descriptors: the numba backend needs numba "
                            "(pip install numba, or the forcefit[fast] extra)")
+    _jit()
     counts = np.ascontiguousarray(counts, dtype=np.int64)
     starts = np.cumsum(counts) - counts  # (centres,)
     width = tables["width"]
