@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_models import ToyRadial, cu_structures
 
-from forcefit.fit import (FitSettings, ModelSettings, OutputSettings, TrainingSettings,
+from forcefit.fit import (FitSettings, ModelSettings, TrainingSettings,
                           evaluate_potential, fit_potential, prepare)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
