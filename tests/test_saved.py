@@ -102,10 +102,8 @@ def test_save_is_atomic_and_roundtrips_metadata(fitted, tmp_path):
 def test_real_descriptors_roundtrip(tmp_path):
     d = pytest.importorskip("forcefit.descriptors")
     structs = cu_structures(4)
-    # G5 here: the autograd path of G4 returned NaN gradients when this was written
-    # (reported to the descriptors owner); the cached path is covered by test_fit's Cu fit.
     dset = d.DescriptorSet(4.0, [29], g2=d.radial_grid(4.0, 4, "shifted"),
-                           g5=d.angular_grid(cutoff=4.0, n_eta=1, zetas=(1,)))
+                           g4=d.angular_grid(cutoff=4.0, n_eta=1, zetas=(1,)))
     settings = FitSettings(descriptors=dset, model=ModelSettings(type="linear"),
                            training=TrainingSettings(training_fraction=1.0),
                            output_dir=str(tmp_path), quiet=True)
