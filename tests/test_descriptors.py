@@ -696,6 +696,12 @@ def test_numba_backend_batched_and_float32():
     d_n, dd_n = fast.compute(g)
     _close_rel(d_n, d_t)
     _close_rel(dd_n, dd_t)
+    for kw in ({"g1": True, "g2": G2, "sigmoid": SIG}, {"g2": G2}, {"g5": G5}):  # one family
+        d_t, dd_t = DescriptorSet(3.8, [1, 8, 28, 29], backend="torch", **kw).compute(g)
+        d_n, dd_n = DescriptorSet(3.8, [1, 8, 28, 29], backend="numba", **kw).compute(g)
+        _close_rel(d_n, d_t)
+        _close_rel(dd_n, dd_t)
+    d_t, dd_t = ref.compute(g)
     d32, dd32 = fast.compute(g.to(dtype=torch.float32))
     assert d32.dtype == torch.float32 and dd32.dtype == torch.float32
     torch.testing.assert_close(d32.double(), d_t, rtol=1e-4, atol=1e-5 * float(d_t.abs().max()))

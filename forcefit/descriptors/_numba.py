@@ -245,9 +245,78 @@ def _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, t4, t5, g4w
                     out_der[s0 + jl, col0 + w, 2] = dbuf[jl, 2, w]
 
 
+def _radial_kernel(vec, r, fc, dfc, ci, sp, g1, g2, sig, n_rad, derivatives, out_val,
+                   out_der):
+    """Radial columns: out_val[i, s * n_rad + f] += g_f(r_e) over edges e = i->j (s the
+    species of j) and, with ``derivatives``, out_der[e, s * n_rad + f] = g_f'(r_e) r_e / r_e.
+
+    Columns per species: G1 (if g1), G2 rows (eta, r_s) of g2, sigmoid rows (r0, dr) of
+    sig, with the formulas of :mod:`forcefit.descriptors.acsf`:
+    G1 = fc, G2 = exp(-eta (r - r_s)^2) fc, sigmoid = fc / (1 + exp((r - r0) / dr)).
+    """
+    for e in range(r.shape[0]):
+        col = sp[e] * n_rad
+        i = ci[e]
+        re = r[e]
+        f = fc[e]
+        df = dfc[e]
+        ux = vec[e, 0] / re
+        uy = vec[e, 1] / re
+        uz = vec[e, 2] / re
+        q = col
+        if g1:
+            out_val[i, q] += f
+            if derivatives:
+                out_der[e, q, 0] = df * ux
+                out_der[e, q, 1] = df * uy
+                out_der[e, q, 2] = df * uz
+            q += 1
+        for n in range(g2.shape[0]):
+            eta = g2[n, 0]
+            x = re - g2[n, 1]
+            gauss = math.exp(-eta * x * x)
+            out_val[i, q] += gauss * f
+            if derivatives:
+                d = gauss * (df - 2.0 * eta * x * f)
+                out_der[e, q, 0] = d * ux
+                out_der[e, q, 1] = d * uy
+                out_der[e, q, 2] = d * uz
+            q += 1
+        for n in range(sig.shape[0]):
+            dr = sig[n, 1]
+            sg = 1.0 / (1.0 + math.exp((re - sig[n, 0]) / dr))
+            out_val[i, q] += sg * f
+            if derivatives:
+                d = sg * (df - (1.0 - sg) / dr * f)
+                out_der[e, q, 0] = d * ux
+                out_der[e, q, 1] = d * uy
+                out_der[e, q, 2] = d * uz
+            q += 1
+
+
+def radial(g1: bool, g2, sig, vec: np.ndarray, r: np.ndarray, fc: np.ndarray,
+           dfc: np.ndarray, ci: np.ndarray, sp: np.ndarray, n_atoms: int, n_species: int,
+           out_der: np.ndarray | None) -> np.ndarray:
+    """Radial values (atoms, n_species * n_radial) float64; derivatives written into
+    ``out_der`` (E, F, 3) float64, columns 0 ... n_species * n_radial - 1, when given."""
+    if not available():
+        raise RuntimeError("forcefit.descriptors: the numba backend needs numba "
+                           "(pip install numba, or the forcefit[fast] extra)")
+    _jit()
+    g2 = np.asarray(g2, dtype=np.float64).reshape(-1, 2)  # (n_g2, 2) eta, r_s
+    sig = np.asarray(sig, dtype=np.float64).reshape(-1, 2)  # (n_sig, 2) r0, dr
+    n_rad = int(g1) + g2.shape[0] + sig.shape[0]
+    out_val = np.zeros((n_atoms, n_species * n_rad))  # (atoms, n_species * n_radial)
+    derivatives = out_der is not None
+    _radial_kernel(vec, r, fc, dfc, ci, sp, bool(g1), g2, sig, n_rad, derivatives, out_val,
+                   out_der if derivatives else np.zeros((1, 1, 3)))
+    return out_val
+
+
 def _jit() -> None:
     """Replace the kernel functions by their numba-compiled versions (once)."""
     global _JITTED, _ipow, _cos_sinc, _cut_sq, _powers, _grid_add, _angular_kernel
+    global _radial_kernel
     if _JITTED:
         return
     import numba
@@ -261,6 +330,7 @@ def _jit() -> None:
     _powers = numba.njit(inline="always", fastmath=fast, **opts)(_powers)
     _grid_add = numba.njit(inline="always", fastmath=fast, **opts)(_grid_add)
     _angular_kernel = numba.njit(nogil=True, fastmath=fast, **opts)(_angular_kernel)
+    _radial_kernel = numba.njit(nogil=True, **opts)(_radial_kernel)
     _JITTED = True
 
 

@@ -401,23 +401,10 @@ class DescriptorSet:
         dd = None
         if derivatives:
             dd = torch.zeros((E, self.n_features, 3), dtype=dtype, device=device)
-        n_rad_cols = self.n_species * self.n_radial
-        parts = []
-        if self.n_radial:
-            g, dg = self._radial(r, fc, dfc, derivatives)  # (E, n_radial) each
-            flat = ci * self.n_species + sp_j  # (E,)
-            d_rad = torch.zeros((n_atoms * self.n_species, self.n_radial), dtype=dtype,
-                                device=device).index_add(0, flat, g)
-            parts.append(d_rad.reshape(n_atoms, n_rad_cols))
-            if derivatives:
-                u = vec / r[:, None]  # (E, 3) unit vectors
-                block = dd[:, :n_rad_cols].unflatten(1, (self.n_species, self.n_radial))
-                block[torch.arange(E, device=device), sp_j] = dg[:, :, None] * u[:, None, :]
-        if self.n_angular and self._use_numba(vec):
-            parts.append(self._angular_numba(vec, r, fc, dfc, ci, sp_j, n_atoms, dd,
-                                             n_rad_cols))
-        elif self.n_angular:
-            parts.append(self._angular(vec, r, fc, dfc, ci, sp_j, n_atoms, dd, n_rad_cols))
+        if self._use_numba(vec):
+            parts = self._numba_parts(vec, r, fc, dfc, ci, sp_j, n_atoms, dd)
+        else:
+            parts = self._torch_parts(vec, r, fc, dfc, ci, sp_j, n_atoms, dd)
         d = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]  # (atoms, F)
         if derivatives and sel is not None:
             full = torch.zeros((n_edges, self.n_features, 3), dtype=dtype, device=device)
@@ -449,8 +436,29 @@ class DescriptorSet:
         g = torch.cat(vals, dim=1)
         return g, (torch.cat(ders, dim=1) if derivatives else None)
 
-    def _angular_numba(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
-        """Angular columns by the numba kernel (float64); same contract as :meth:`_angular`."""
+    def _torch_parts(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd):
+        """Radial and angular value blocks [(atoms, ...)] by the torch kernels; fills dd."""
+        E, dtype, device = int(vec.shape[0]), vec.dtype, vec.device
+        derivatives = dd is not None
+        n_rad_cols = self.n_species * self.n_radial
+        parts = []
+        if self.n_radial:
+            g, dg = self._radial(r, fc, dfc, derivatives)  # (E, n_radial) each
+            flat = ci * self.n_species + sp_j  # (E,)
+            d_rad = torch.zeros((n_atoms * self.n_species, self.n_radial), dtype=dtype,
+                                device=device).index_add(0, flat, g)
+            parts.append(d_rad.reshape(n_atoms, n_rad_cols))
+            if derivatives:
+                u = vec / r[:, None]  # (E, 3) unit vectors
+                block = dd[:, :n_rad_cols].unflatten(1, (self.n_species, self.n_radial))
+                block[torch.arange(E, device=device), sp_j] = dg[:, :, None] * u[:, None, :]
+        if self.n_angular:
+            parts.append(self._angular(vec, r, fc, dfc, ci, sp_j, n_atoms, dd, n_rad_cols))
+        return parts
+
+    def _numba_parts(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd):
+        """Radial and angular value blocks [(atoms, ...)] by the numba kernels (float64);
+        fills dd (written in place when it is float64, else through a float64 copy)."""
         tables = getattr(self, "_numba_tables", None)  # built once per set
         if tables is None:
             tables = self._numba_tables = _numba.function_tables(self.g4, self.g5)
@@ -458,18 +466,26 @@ class DescriptorSet:
         def f64(t):  # (n,) or (n, 3) float64 contiguous numpy view or copy
             return np.ascontiguousarray(t.detach().to(torch.float64).numpy())
 
-        counts = torch.bincount(ci, minlength=n_atoms).numpy()  # (atoms,)
+        vec64, r64, fc64, dfc64 = f64(vec), f64(r), f64(fc), f64(dfc)
+        sp = np.ascontiguousarray(sp_j.numpy(), dtype=np.int64)  # (E,)
         out = None
         if dd is not None:
             direct = dd.dtype == torch.float64 and dd.is_contiguous()
             out = dd.numpy() if direct else np.zeros((dd.shape[0], dd.shape[1], 3))
-        val = _numba.angular(tables, f64(vec), f64(r), f64(fc), f64(dfc), counts,
-                             np.ascontiguousarray(sp_j.numpy(), dtype=np.int64),
-                             self._pair_table.numpy(), self.n_pairs, self.cutoff,
-                             self.cutoff_function, out, col0)  # (atoms, n_pairs * n_ang)
+        parts = []
+        if self.n_radial:
+            parts.append(_numba.radial(self.g1, self.g2, self.sigmoid, vec64, r64, fc64, dfc64,
+                                       np.ascontiguousarray(ci.numpy(), dtype=np.int64), sp,
+                                       n_atoms, self.n_species, out))
+        if self.n_angular:
+            counts = torch.bincount(ci, minlength=n_atoms).numpy()  # (atoms,)
+            parts.append(_numba.angular(tables, vec64, r64, fc64, dfc64, counts, sp,
+                                        self._pair_table.numpy(), self.n_pairs, self.cutoff,
+                                        self.cutoff_function, out,
+                                        self.n_species * self.n_radial))
         if dd is not None and not direct:
-            dd[:, col0:] = torch.from_numpy(out[:, col0:]).to(dd.dtype)
-        return torch.from_numpy(val).to(vec.dtype)
+            dd.copy_(torch.from_numpy(out))
+        return [torch.from_numpy(p).to(vec.dtype) for p in parts]
 
     def _angular(self, vec, r, fc, dfc, ci, sp_j, n_atoms, dd, col0):
         """Angular columns: returns values (atoms, n_pairs * n_angular); fills dd in place."""
