@@ -7,7 +7,10 @@ Public API:
 
 - :class:`DescriptorSet`: G1, G2, G4, G5 and the sigmoid family per species (pair), with
   ``values`` (autograd path), ``compute`` (analytic per-edge derivatives), ``layout``,
-  ``feature_names``, ``to_config``/``from_config``;
+  ``feature_names``, ``to_config``/``from_config``; ``backend="auto"|"torch"|"numba"``
+  picks the kernels of ``compute`` on CPU (numba: compiled loops, the optional ``fast``
+  extra; ``auto`` uses them when numba is installed, else torch; autograd and GPU always
+  use torch);
 - :func:`contract`: forces and dE/d(strain) of any E(D) from dE/dD and the derivatives;
 - :func:`compute_dataset`: values and derivatives for many structures, in chunks, returned
   concatenated in a :class:`DescriptorData` (with the graph and per-structure offsets);

@@ -1,4 +1,4 @@
-"""Compiled CPU kernel (numba) for the angular families G4 and G5: values and per-edge derivatives.
+"""Compiled CPU kernels (numba) for the symmetry functions: values and per-edge derivatives.
 
 Units: edge vectors, distances and the cutoff in Angstrom; eta in 1/Angstrom^2; zeta and
 lambda dimensionless; values dimensionless, derivatives dD/dr_ij in 1/Angstrom. Everything
@@ -20,17 +20,24 @@ v2 = r_ik, r3 = |v2 - v1|, c = v1.v2 / (r1 r2)), one angular term is
 and by the chain rule (dc/dv1 = v2 / (r1 r2) - c v1 / r1^2, dr1/dv1 = v1 / r1,
 dr3/dv1 = (v1 - v2) / r3)
 
-    dg/dv1 = v1 [-Q c / r1^2 - 2 eta s g + P A X (fc'1 fc2 fc3 / r1 + fc1 fc2 fc'3 / r3)]
+    dg/dv1 = v1 [-Q c / r1^2 - s eta g + P A X (fc'1 fc2 fc3 / r1 + fc1 fc2 fc'3 / r3)]
            + v2 [ Q / (r1 r2) + eta t g - P A X fc1 fc2 fc'3 / r3],
     Q = P zeta lambda (1 + lambda c)^(zeta-1) X C,
 
-with s = 2, t = 2 for G4 (r3 carries v1 too) and s = 1, t = 0 and no fc3 terms for G5;
+with s = 4, t = 2 for G4 (r3 carries v1 too) and s = 2, t = 0 and no fc3 terms for G5;
 dg/dv2 is the same with 1 and 2 swapped. D_i gets g, dD[e] gets dg/dv1 and dD[f] gets dg/dv2.
 
 The kernel loops over centres and their pairs inside compiled code (no Python loop); the
 exponential is computed once per distinct (family, eta) and the angular power once per
 distinct (zeta, lambda) for each pair, then the feature axis is a product. Integer zeta uses
-repeated squaring, as the torch kernel does.
+repeated squaring, as the torch kernel does. The cosine cutoff of r_jk is evaluated as a
+power series in y = (pi r_jk / rc)^2 (:func:`_cos_sinc`: cos sqrt(y) = sum (-1)^n y^n / (2n)!,
+sin sqrt(y) / sqrt(y) = sum (-1)^n y^n / (2n+1)!), which needs neither the square root nor
+a trigonometric call. Values and derivatives of a centre accumulate in per-centre buffers
+(local edges, 3, columns) and are written out once.
+
+The radial families (G1, G2, sigmoid) have their own small kernel,
+:func:`_radial_kernel`, one pass over the edges.
 """
 
 from __future__ import annotations

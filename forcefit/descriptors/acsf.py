@@ -60,6 +60,15 @@ are built with torch ops (no Python loop over atoms; a loop over a few chunks of
 bounds the memory, see ``PAIR_BUDGET``). The per-pair arithmetic lives in pure functions
 (:func:`_pair_sums`, :func:`_centre_sums`) that ``torch.compile`` can fuse
 (``DescriptorSet(..., compiled=True)``).
+
+**Backends.** ``compute`` (and ``values`` of vectors that do not require grad) on CPU runs
+by default through compiled loops (:mod:`forcefit.descriptors._numba`, ``backend="numba"``,
+chosen by ``backend="auto"`` when numba is installed): per centre, each unordered pair is
+visited once, the exponential is computed once per distinct eta and the angular power once
+per distinct (zeta, lambda), and the (eta x zeta-lambda) grid of columns is a product of
+the two; values and per-edge derivatives accumulate in per-centre buffers, so nothing of
+size (pairs, features) is ever stored. The torch kernels above remain the autograd and GPU
+path and the fallback without numba; the tests hold the two to 1e-12 relative.
 """
 
 from __future__ import annotations
