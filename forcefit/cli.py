@@ -16,12 +16,12 @@ import contextlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
+from .atomic import atomic_path, atomic_write_text
 from .config import build_descriptor_set, build_fit_settings
 
 log = logging.getLogger("forcefit.cli")
@@ -120,18 +120,8 @@ def _progress(quiet: bool) -> bool:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` atomically (temp file in the same folder, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` atomically (see :mod:`forcefit.atomic`)."""
+    return atomic_write_text(path, text)
 
 
 # --------------------------------------------------------------------------- parser
@@ -795,16 +785,8 @@ def _feature_stats(values, names) -> str:
 def _save_npz(path: Path, **arrays) -> Path:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 

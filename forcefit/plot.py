@@ -19,12 +19,12 @@ plotted points. Every file is written atomically (temporary file, then ``os.repl
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .atomic import atomic_path
 
 __all__ = [
     "PlotError",
@@ -61,16 +61,9 @@ def _pyplot():
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
     """Write ``fig`` as PNG atomically (temp file in the same folder, then ``os.replace``)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         _pyplot().close(fig)
     return path

@@ -22,13 +22,13 @@ import dataclasses
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_path, atomic_write_text
 from ..neighbors import Graph
 from ..potentials.base import evaluate
 from ..structure import KCAL_PER_MOL, KJ_PER_MOL
@@ -54,17 +54,7 @@ ENERGY_UNITS = {"eV": 1.0, "kJ/mol": KJ_PER_MOL, "kcal/mol": KCAL_PER_MOL,
 
 def _write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` atomically (temporary file in the same folder + os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_text(path, text)
 
 
 def _grid(r_min: float, r_max: float, n: int) -> np.ndarray:
@@ -223,15 +213,8 @@ def save_potential(path: str | os.PathLike, model: nn.Module, units: dict | None
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -9,11 +9,11 @@ Units: axis labels carry the data's units (``units`` dict with "length" and "ene
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 __all__ = ["plot_distance_histogram", "plot_projected_force"]
 
@@ -29,15 +29,8 @@ def _figure():
 
 def _save(fig, path) -> Path:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -22,14 +22,13 @@ written by ASE with 8 decimals (1e-8 Angstrom, 1e-8 eV/Angstrom); header values 
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..structure import Structure, matrix_to_voigt
 from .errors import ReadError, make_structure, require_labels
 from .units import energy_factor, length_factor, stress_factor
@@ -215,12 +214,5 @@ def write_extxyz(path, structures: Structure | Sequence[Structure]) -> None:
             atoms.calc = SinglePointCalculator(atoms, **results)
         images.append(atoms)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            ase.io.write(fh, images, format="extxyz")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
+        ase.io.write(fh, images, format="extxyz")
