@@ -50,7 +50,14 @@ import numpy as np
 #: Whether numba (optional: the ``fast`` extra) is installed. It is imported, and the
 #: kernel compiled (or loaded from numba's on-disk cache), on first use only, so that
 #: importing forcefit stays fast.
-HAVE_NUMBA = importlib.util.find_spec("numba") is not None
+def _installed() -> bool:
+    try:
+        return importlib.util.find_spec("numba") is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as absent
+        return False
+
+
+HAVE_NUMBA = _installed()
 _JITTED = False
 
 #: Cutoff function codes of the kernel.
