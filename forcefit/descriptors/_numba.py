@@ -47,6 +47,7 @@ import math
 
 import numpy as np
 
+
 #: Whether numba (optional: the ``fast`` extra) is installed. It is imported, and the
 #: kernel compiled (or loaded from numba's on-disk cache), on first use only, so that
 #: importing forcefit stays fast.
