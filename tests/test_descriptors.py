@@ -551,8 +551,8 @@ def test_miniff_example_script_runs(capsys):
 def test_compiled_kernels_equal_eager():
     """torch.compile'd pair kernels (opt-in) give the eager results (tens of s to compile)."""
     s = cuni_cell(seed=13)
-    eager = full_set([28, 29])
-    fast = full_set([28, 29], compiled=True)
+    eager = full_set([28, 29], backend="torch")
+    fast = full_set([28, 29], compiled=True, backend="torch")  # the torch kernels, compiled
     g = build_graph(s, eager.cutoff)
     with _no_compile_warning():
         d_c, dd_c = fast.compute(g)

@@ -145,6 +145,14 @@ class DescriptorSet:
         times faster on CPU after a one-off compilation of tens of seconds; falls back to
         eager with a warning if no compiler works). A runtime choice, not saved in
         :meth:`to_config`; it can be switched on an existing set (``dset.compiled = True``).
+        It applies to the torch kernels (autograd, GPU, ``backend="torch"``), not to numba.
+    backend: kernels of ``compute`` (and of ``values`` for vectors that do not require
+        grad) on CPU tensors: ``"numba"`` (compiled loops of
+        :mod:`forcefit.descriptors._numba`, computed in float64; needs numba, the optional
+        ``fast`` extra), ``"torch"`` (the vectorised torch kernels), or ``"auto"`` (numba
+        when it is installed, else torch). Autograd and non-CPU tensors always use torch.
+        Both give the same numbers (tested to 1e-12 relative). A runtime choice like
+        ``compiled``, not saved in :meth:`to_config`; settable (``dset.backend = "torch"``).
     """
 
     def __init__(self, cutoff: float, species: Sequence[int | str], *, g1: bool = False,
