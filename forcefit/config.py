@@ -145,6 +145,7 @@ class ModelConfig:
     ridge: float = 1e-8
     reference: dict | None = None
     reference_energies: str | dict = "fit"
+    feature_std_floor: float = 1e-2
 
 
 @dataclasses.dataclass
@@ -177,6 +178,9 @@ class TrainingConfig:
     dtype: Literal["float32", "float64"] = "float64"
     derivative_dtype: Literal["float32", "float64"] | None = None
     schedule_params: dict | None = None
+    validation_fraction: float | None = None
+    validation_groups: list[str] | None = None
+    report_test_loss: bool = True
 
 
 @dataclasses.dataclass
@@ -443,6 +447,9 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
             errors.append(f"[training] {key}: must be >= 0, got {v}")
     if t.patience is not None and t.patience < 1:
         errors.append(f"[training] patience: must be >= 1, got {t.patience}")
+    if t.validation_fraction is not None and not 0 <= t.validation_fraction < 1:
+        errors.append(f"[training] validation_fraction: must be in [0, 1), got "
+                      f"{t.validation_fraction}")
     if t.num_epochs == 0 and t.save_state_input is None and m.type == "network":
         errors.append("[training] num_epochs = 0 only evaluates a saved state: set "
                       "save_state_input, or num_epochs > 0")
@@ -458,6 +465,8 @@ def _check_values(cfg: Config, errors: list[str], explicit_meo: bool = False) ->
         errors.append(str(e))
     if m.ridge < 0:
         errors.append(f"[model] ridge: must be >= 0, got {m.ridge}")
+    if not m.feature_std_floor >= 0:
+        errors.append(f"[model] feature_std_floor: must be >= 0, got {m.feature_std_floor}")
     if isinstance(m.reference_energies, str) and m.reference_energies not in ("fit", "none"):
         errors.append(f"[model] reference_energies: expected 'fit', 'none' or a table of "
                       f"element energies, got {m.reference_energies!r}"
@@ -696,7 +705,8 @@ def build_fit_settings(cfg: Config, descriptors, *, quiet: bool = False):
     model = ModelSettings(type=m.type, layer_sizes=list(m.layer_sizes), activation=m.activation,
                           multi_element_option=m.multi_element_option, quadratic=m.quadratic,
                           ridge=m.ridge, reference=m.reference,
-                          reference_energies=m.reference_energies)
+                          reference_energies=m.reference_energies,
+                          feature_std_floor=m.feature_std_floor)
     training = TrainingSettings(
         learning_rate=t.learning_rate, num_epochs=t.num_epochs, batch_size=t.batch_size,
         energy_weight=t.energy_weight, force_weight=t.force_weight,
@@ -705,7 +715,10 @@ def build_fit_settings(cfg: Config, descriptors, *, quiet: bool = False):
         schedule_params=dict(t.schedule_params or {}), patience=t.patience,
         max_time=t.max_time, gradient_clip=t.gradient_clip, per_atom_energy=t.per_atom_energy,
         dtype=t.dtype, derivative_dtype=t.derivative_dtype,
-        save_state_output=t.save_state_output, save_state_input=t.save_state_input)
+        save_state_output=t.save_state_output, save_state_input=t.save_state_input,
+        validation_fraction=t.validation_fraction,
+        validation_groups=list(t.validation_groups) if t.validation_groups else None,
+        report_test_loss=t.report_test_loss)
     outputs = OutputSettings(metrics=o.metrics, dump_peratom=o.dump_peratom,
                              dump_perconfig=o.dump_perconfig, dump_configs=o.dump_configs)
     groups = {g.name: GroupSpec(g.training_size, g.testing_size, g.eweight, g.fweight, g.vweight)

@@ -15,6 +15,19 @@ initial weights and the shuffling.
 (``save_state_output``) and a training checkpoint (``checkpoint.pt``, used by ``resume=True``).
 :func:`evaluate_potential` writes the same comparison files for a saved model on new data
 (FitSNAP's "calculate errors on a test set").
+
+Train, validation, test: the test structures (the groups' testing fractions) are never given to
+the trainer; their loss is only reported per epoch (``loss_vs_epochs.dat`` column Test_Loss, as
+FitSNAP reports it; ``TrainingSettings.report_test_loss``). Model selection (early stopping,
+the restored best model, the plateau schedule) monitors a validation set carved from the
+training structures per group (``TrainingSettings.validation_fraction``) or given as whole
+groups (``TrainingSettings.validation_groups``; default 0.1 when
+``patience`` is set, else 0: nothing is selected, the last epoch's model is kept, and a plateau
+schedule monitors the training loss; set ``validation_fraction`` to make it monitor held-out
+structures). Validation structures are not fitted on; in the metrics tables and the per-atom /
+per-config files they count as Train (Testing_Bool 0); their indices are stored in the split
+(checkpoint ``extra_state`` and the saved model's metadata ``split.validation``), and their
+loss is the Val_Loss column of ``loss_vs_epochs.dat``.
 """
 
 from __future__ import annotations
@@ -27,9 +40,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import (FeatureDataset, GlobalOverrides, GroupSpec, Split, energy_scale,
-                   feature_statistics, reference_energies, resolve_groups, split_by_group,
-                   structure_weights, structures_hash)
+from .data import (
+    FeatureDataset,
+    GlobalOverrides,
+    GroupSpec,
+    Split,
+    energy_scale,
+    feature_statistics,
+    reference_energies,
+    resolve_groups,
+    split_by_group,
+    structure_weights,
+    structures_hash,
+)
 from .models import AtomicNetwork, FittedPotential, LinearAtomic, solve_linear
 from .structure import Structure
 from .train import metrics as M
@@ -45,7 +68,8 @@ class ModelSettings:
     (relative to the mean diagonal of the normal matrix). ``reference``: a potential config dict
     (``{"type": "ZBL", "inner": 4.0, "outer": 4.8}``) or an energy-model object fitted under the
     model. ``reference_energies``: "fit" (least squares on composition), "none" or a dict
-    {symbol or Z: eV}."""
+    {symbol or Z: eV}. ``feature_std_floor``: the standardisation divides by
+    max(std, floor |mean|) per feature (:mod:`forcefit.data.normalize`)."""
 
     type: str = "network"
     layer_sizes: str | list = "num_desc 64 64 1"
@@ -55,6 +79,7 @@ class ModelSettings:
     ridge: float = 1e-8
     reference: Any = None
     reference_energies: str | dict = "fit"
+    feature_std_floor: float = 1e-2
 
 
 @dataclasses.dataclass
@@ -63,7 +88,11 @@ class TrainingSettings:
 
     ``dtype``: training precision of the network and cached values; ``derivative_dtype``:
     storage of the cached dD (float32 halves the memory). ``per_atom_energy``: energy per
-    atom (True) or total energy (False) in the loss."""
+    atom (True) or total energy (False) in the loss. ``validation_fraction``: share of each
+    group's training structures held out for model selection (None: 0.1 with ``patience``,
+    else 0); ``validation_groups``: groups held out whole for model selection (the structures
+    their spec puts in training are validated on instead); ``report_test_loss``: evaluate the test loss after every epoch
+    (reported only; costs a forward pass over the test set per epoch)."""
 
     learning_rate: float = 5e-3
     num_epochs: int = 100
@@ -84,6 +113,22 @@ class TrainingSettings:
     derivative_dtype: str | None = None
     save_state_output: str = "model.pt"
     save_state_input: str | None = None
+    validation_fraction: float | None = None
+    validation_groups: list[str] | None = None
+    report_test_loss: bool = True
+
+    def resolved_validation_fraction(self) -> float:
+        """``validation_fraction``, or its default: 0 when ``validation_groups`` are given,
+        else 0.1 when early stopping (``patience``) selects a model, else 0 (a plateau schedule
+        then monitors the training loss)."""
+        if self.validation_fraction is not None:
+            v = float(self.validation_fraction)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"TrainingSettings.validation_fraction={v}: must be in [0, 1)")
+            return v
+        if self.validation_groups:
+            return 0.0
+        return 0.1 if self.patience is not None else 0.0
 
 
 @dataclasses.dataclass
@@ -224,7 +269,7 @@ def build_model(dset, species: list[int], settings: ModelSettings, prior, seed: 
 
 def _normalise(model: FittedPotential, ds: FeatureDataset, train: np.ndarray,
                settings: ModelSettings) -> None:
-    mean, std = feature_statistics(ds, train)
+    mean, std = feature_statistics(ds, train, settings.feature_std_floor)
     ref_setting = settings.reference_energies
     if isinstance(ref_setting, Mapping):
         from ase.data import atomic_numbers
@@ -294,7 +339,8 @@ def write_outputs(outdir: str, structures, pred: M.Predictions, outputs: OutputS
         paths["metrics"] = M.write_metrics(os.path.join(outdir, outputs.metrics), rows)
     if outputs.loss and history is not None:
         paths["loss"] = M.write_loss_vs_epochs(os.path.join(outdir, outputs.loss), history.epoch,
-                                               history.train_loss, history.val_loss, history.lr)
+                                               history.train_loss, history.test_loss, history.lr,
+                                               val=history.val_loss)
     if outputs.dump_peratom:
         paths["peratom"] = M.write_peratom(os.path.join(outdir, "peratom.dat"), pred)
     if outputs.dump_perconfig:
@@ -328,7 +374,9 @@ def prepare(structures: Sequence[Structure], settings: FitSettings):
     specs = resolve_groups(structures, {k: _group(v) for k, v in settings.groups.items()},
                            GlobalOverrides(t.energy_weight, t.force_weight, t.stress_weight,
                                            t.training_fraction))
-    split = split_by_group(structures, specs, settings.seed)
+    validation = t.resolved_validation_fraction() if settings.model.type == "network" else 0.0
+    split = split_by_group(structures, specs, settings.seed, validation_fraction=validation,
+                           validation_groups=list(t.validation_groups or ()))
     if len(split.train) == 0:
         raise ValueError("fit_potential: the split left no training structures")
     dset = _descriptor_set(settings.descriptors)
@@ -396,12 +444,36 @@ def _train(model, ds, split, settings, resume, callbacks):
     loss = PotentialLoss(per_atom_energy=t.per_atom_energy,
                          use_forces=bool((w[:, 1] > 0).any() and ds.derivatives is not None),
                          use_stress=bool((w[:, 2] > 0).any() and ds.derivatives is not None))
-    trainer = Trainer(model, loss, split.train.tolist(), split.test.tolist() or None,
+    report = (_test_loss(loss, ds, split.test, max(t.batch_size, 32))
+              if t.report_test_loss and len(split.test) else None)
+    # the trainer sees training and validation indices only; the test set enters via report
+    trainer = Trainer(model, loss, split.train.tolist(), split.validation.tolist() or None,
                       config=train_config(settings, ckpt), collate=ds.collate,
                       extra_state={"split": split.to_dict()}, callbacks=callbacks,
-                      log=_log(settings), quiet=settings.quiet)
+                      log=_log(settings), quiet=settings.quiet, report=report)
     resume_from = ckpt if (resume and ckpt and os.path.exists(ckpt)) else None
     return trainer.fit(resume_from=resume_from)
+
+
+def _test_loss(loss: PotentialLoss, ds: FeatureDataset, test: np.ndarray, batch_size: int):
+    """``report(model) -> float``: the item-weighted mean loss over the test structures (the
+    same weighted loss as training), without building a graph for the parameters."""
+    from .train.losses import weighted_mse
+
+    idx = np.asarray(test, dtype=np.int64)
+    batches = [idx[k:k + batch_size] for k in range(0, len(idx), batch_size)]
+
+    def report(model) -> float:
+        total = 0.0
+        with torch.no_grad():
+            for b in batches:  # batches of whole structures
+                batch = ds.collate(b)
+                pred = model.predict_cached(batch, forces=loss.use_forces,
+                                            stress=loss.use_stress, create_graph=False)
+                parts = weighted_mse(pred, batch, per_atom_energy=loss.per_atom_energy)
+                total += float(parts.total) * len(b)
+        return total / len(idx)
+    return report
 
 
 def evaluate_potential(model: FittedPotential, structures: Sequence[Structure], outdir: str, *,

@@ -8,9 +8,17 @@ import torch
 from test_models import ToyRadial, cu_structures
 
 from forcefit import Structure
-from forcefit.data import (FeatureDataset, GlobalOverrides, GroupSpec, composition,
-                           feature_statistics, reference_energies, resolve_groups,
-                           split_by_group, structure_weights)
+from forcefit.data import (
+    FeatureDataset,
+    GlobalOverrides,
+    GroupSpec,
+    composition,
+    feature_statistics,
+    reference_energies,
+    resolve_groups,
+    split_by_group,
+    structure_weights,
+)
 from forcefit.neighbors import build_graph
 
 
@@ -169,3 +177,99 @@ def test_bad_descriptor_output_is_reported():
 
     with pytest.raises(ValueError, match="derivatives have shape"):
         FeatureDataset.build(cu_structures(1), Broken())
+
+
+def test_validation_is_carved_from_training_per_group():
+    """validation_fraction moves round(n_train,g v) training structures of each group to
+    validation; the test set and train + validation stay what they were without it."""
+    from forcefit.data import Split
+
+    structs = _dummy(["A"] * 20 + ["B"] * 10 + ["C"] * 7 + ["D"] * 1)
+    specs = resolve_groups(structs, {"A": GroupSpec(0.7, 0.3), "B": GroupSpec(0.5, 0.2)})
+    plain = split_by_group(structs, specs, seed=3)
+    assert len(plain.validation) == 0
+    split = split_by_group(structs, specs, seed=3, validation_fraction=0.2)
+    groups = np.array([s.group for s in structs])
+    assert np.array_equal(split.test, plain.test)
+    assert np.array_equal(np.union1d(split.train, split.validation), plain.train)
+    assert not set(split.validation) & set(split.train)
+    assert not set(split.validation) & set(split.test)
+    # A: 14 train -> 3 val, B: 5 -> 1, C: 7 -> 1, D: a single structure stays in training
+    counts = {g: int((groups[split.validation] == g).sum()) for g in "ABCD"}
+    assert counts == {"A": 3, "B": 1, "C": 1, "D": 0}
+    again = split_by_group(structs, specs, seed=3, validation_fraction=0.2)
+    assert np.array_equal(again.validation, split.validation)
+    other = split_by_group(structs, specs, seed=4, validation_fraction=0.2)
+    assert not np.array_equal(other.validation, split.validation)
+    back = Split.from_dict(split.to_dict())
+    assert np.array_equal(back.validation, split.validation)
+    assert len(Split.from_dict({"train": [0], "test": []}).validation) == 0  # older files
+    # tiny groups: still one validation structure when v > 0 and some group can spare one
+    small = _dummy(["A"] * 3 + ["B"] * 2)
+    s2 = split_by_group(small, resolve_groups(small, {}), seed=0, validation_fraction=0.1)
+    assert len(s2.validation) == 1 and len(s2.train) == 4
+    with pytest.raises(ValueError, match="validation_fraction"):
+        split_by_group(structs, specs, seed=3, validation_fraction=1.0)
+
+
+def test_feature_std_floor_guards_near_constant_features():
+    """A feature nearly constant on the training atoms is divided by floor |mean|, not by its
+    tiny std, so a 1 % change on new data stays an O(1) input; ordinary features keep their
+    std; an all-zero feature gets 1."""
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    spread = torch.randn(n, generator=g, dtype=torch.float64)  # (atoms,)
+    values = torch.stack([2.0 + 0.5 * spread,  # ordinary: std 0.5 |mean| 2
+                          5.0 + 1e-7 * spread,  # near constant: std ~1e-7 << 1e-2 * 5
+                          torch.zeros(n, dtype=torch.float64)], dim=1)  # (atoms, 3)
+    ds = FeatureDataset.from_tensors(values, [4] * 10)
+    train = np.arange(10)
+    mean, std = feature_statistics(ds, train)
+    plain_mean, plain_std = feature_statistics(ds, train, std_floor=0.0)
+    torch.testing.assert_close(mean, plain_mean)
+    torch.testing.assert_close(std[0], values[:, 0].std(unbiased=False))
+    assert std[1] == pytest.approx(1e-2 * mean[1].item(), rel=1e-12)
+    assert std[2] == 1.0 and plain_std[2] == 1.0
+    new = torch.tensor([2.0, 5.05, 0.0], dtype=torch.float64)  # 1 % off on the constant one
+    guarded = (new - mean) / std
+    unguarded = (new - plain_mean) / plain_std
+    assert guarded.abs().max() <= 1.0 + 1e-6
+    assert unguarded[1].abs() > 1e4  # what the floor prevents
+    with pytest.raises(ValueError, match="std_floor"):
+        feature_statistics(ds, train, std_floor=-1.0)
+
+
+def test_fitted_model_stores_the_floored_std(tmp_path):
+    """fit_potential puts the floored standardisation into the model (ModelSettings
+    .feature_std_floor), and the floor 0 reproduces the plain std."""
+    from forcefit.fit import FitSettings, ModelSettings, TrainingSettings, fit_potential
+
+    structs = cu_structures(6)
+
+    def fit(floor):
+        s = FitSettings(descriptors=ToyRadial(cutoff=4.2),
+                        model=ModelSettings(layer_sizes="num_desc 4 1", multi_element_option=1,
+                                            feature_std_floor=floor),
+                        training=TrainingSettings(num_epochs=0 + 1, batch_size=3),
+                        output_dir=str(tmp_path / str(floor)), quiet=True)
+        return fit_potential(structs, s)
+
+    r0, r1 = fit(0.0), fit(10.0)  # a floor of 10 |mean| dominates every column
+    mean, std = feature_statistics(r0.dataset, r0.split.train, std_floor=0.0)
+    torch.testing.assert_close(r0.model.feature_std, std)
+    torch.testing.assert_close(r1.model.feature_std,
+                               torch.where(mean.abs() > 0, 10.0 * mean.abs(), std))
+
+
+def test_validation_groups_are_held_out_whole():
+    """A group named in validation_groups goes to validation (its training share), never to
+    training; its testing share stays test; other groups are not carved by default."""
+    structs = _dummy(["A"] * 10 + ["V"] * 6)
+    specs = resolve_groups(structs, {"V": GroupSpec(0.5, 0.5)})
+    split = split_by_group(structs, specs, seed=1, validation_groups=["V"])
+    groups = np.array([s.group for s in structs])
+    assert (groups[split.validation] == "V").all() and len(split.validation) == 3
+    assert (groups[split.train] == "A").all() and len(split.train) == 10
+    assert (groups[split.test] == "V").all() and len(split.test) == 3
+    with pytest.raises(ValueError, match=r"validation_groups.*'W'"):
+        split_by_group(structs, specs, seed=1, validation_groups=["W"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,14 @@ import pytest
 import torch
 from test_models import ToyRadial, cu_structures
 
-from forcefit.fit import (FitSettings, ModelSettings, TrainingSettings,
-                          evaluate_potential, fit_potential, prepare)
+from forcefit.fit import (
+    FitSettings,
+    ModelSettings,
+    TrainingSettings,
+    evaluate_potential,
+    fit_potential,
+    prepare,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CU = DATA / "cu_emt" / "cu_emt.extxyz"
@@ -187,3 +194,69 @@ def test_save_state_input_restarts_and_evaluates(tmp_path):
     s.descriptors = ToyRadial(cutoff=4.2, species=(28, 29))  # not the saved descriptors
     with pytest.raises(ValueError, match="model.pt: field 'descriptors'"):
         fit_potential(structs, s)
+
+
+class _RecordingTrainer:
+    """Wraps forcefit.train.Trainer and records the item lists it was given."""
+
+    calls: typing.ClassVar[list] = []
+
+    def __new__(cls, model, loss, train_items, val_items=None, **kw):
+        from forcefit.train.trainer import Trainer
+
+        cls.calls.append((list(train_items), list(val_items or [])))
+        return Trainer(model, loss, train_items, val_items, **kw)
+
+
+def test_early_stopping_selects_on_validation_never_on_test(tmp_path, monkeypatch):
+    """With early stopping the trainer receives training and validation indices only; the
+    restored model is the best on validation; the test loss is reported, not used."""
+    import forcefit.train
+
+    monkeypatch.setattr(forcefit.train, "Trainer", _RecordingTrainer)
+    _RecordingTrainer.calls = []
+    structs = cu_structures(16)
+    s = _nn_settings(tmp_path, 8, patience=2)
+    assert s.training.resolved_validation_fraction() == 0.1
+    r = fit_potential(structs, s)
+    (train_items, val_items), = _RecordingTrainer.calls
+    test = set(r.split.test.tolist())
+    assert test and not test & set(train_items) and not test & set(val_items)
+    assert val_items == r.split.validation.tolist() and len(val_items) >= 1
+    assert sorted(train_items + val_items + sorted(test)) == list(range(16))
+    h = r.history
+    best = min(range(len(h.val_loss)), key=h.val_loss.__getitem__) + 1
+    assert h.best_epoch == best and h.best_loss == h.val_loss[best - 1]
+    assert all(np.isfinite(h.test_loss))
+    # the restored model's validation loss is the best one: recompute it from the dataset
+    from forcefit.fit import _test_loss
+    from forcefit.train.losses import PotentialLoss
+
+    val_loss = _test_loss(PotentialLoss(), r.dataset, r.split.validation, 32)(r.model)
+    assert val_loss == pytest.approx(h.best_loss, rel=1e-10)
+    # split stored in the checkpoint and the saved model; validation counts as Train
+    from forcefit.saved import read_metadata
+    from forcefit.train import read_extra_state
+
+    meta = read_metadata(r.paths["model"])
+    assert meta["split"]["validation"] == val_items
+    assert read_extra_state(str(tmp_path / "checkpoint.pt"))["split"]["validation"] == val_items
+    per = Path(r.paths["perconfig"]).read_text().splitlines()[1:]
+    assert sum(int(x.split()[-1]) for x in per) == len(test)
+    cols = Path(r.paths["loss"]).read_text().splitlines()
+    assert cols[0].split()[1:] == ["Epoch", "Train_Loss", "Test_Loss", "Learning_Rate",
+                                   "Val_Loss"]
+    assert float(cols[1].split()[2]) == pytest.approx(h.test_loss[0], rel=1e-9)
+
+
+def test_without_selection_no_validation_and_test_reported(tmp_path):
+    """No early stopping and no plateau schedule: no validation set, nothing selected (the
+    last epoch's model is kept), the test loss still reported per epoch."""
+    structs = cu_structures(12)
+    r = fit_potential(structs, _nn_settings(tmp_path, 3))
+    assert len(r.split.validation) == 0 and r.history.val_loss == [None] * 3
+    assert all(np.isfinite(r.history.test_loss))
+    s = _nn_settings(tmp_path / "b", 3, validation_fraction=0.5)
+    with pytest.raises(ValueError, match="validation_fraction"):
+        _nn_settings(tmp_path, 1, validation_fraction=1.5).training.resolved_validation_fraction()
+    assert s.training.resolved_validation_fraction() == 0.5

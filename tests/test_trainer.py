@@ -12,8 +12,15 @@ import time
 import pytest
 import torch
 
-from forcefit.train import (CheckpointError, TrainConfig, Trainer, TrainingError,
-                            default_collate, load_checkpoint, read_extra_state)
+from forcefit.train import (
+    CheckpointError,
+    TrainConfig,
+    Trainer,
+    TrainingError,
+    default_collate,
+    load_checkpoint,
+    read_extra_state,
+)
 from forcefit.train import checkpoint as ckpt_module
 from forcefit.train import distributed as dd
 from forcefit.train.checkpoint import FORMAT, save_checkpoint
@@ -545,3 +552,55 @@ def test_shard_indices():
     with pytest.raises(ValueError, match="rank 3"):
         dd.shard_indices(7, 3, 3)
 
+
+
+def test_report_is_recorded_but_never_selects():
+    """A report() loss (the fitting core's test set) lands in History.test_loss and changes
+    nothing: early stopping and the restored model follow the validation loss only."""
+    target_val, target_report = 0.3, 0.9  # the report would pick a much later epoch
+    seen = {}
+
+    def run(report):
+        model = Scalar()
+        train = [torch.tensor(1.0, dtype=torch.float64)] * 4
+        val = [torch.tensor(target_val, dtype=torch.float64)]
+        cfg = TrainConfig(learning_rate=0.05, num_epochs=200, batch_size=4,
+                          early_stopping_patience=3)
+        hist = Trainer(model, lambda m, b: m(b), train, val, config=cfg, quiet=True,
+                       callbacks=[lambda e, h: seen.__setitem__(e, model.w.item())],
+                       report=report).fit()
+        return model, hist
+
+    base_model, base = run(None)
+    model, hist = run(lambda m: float((m.w.detach() - target_report) ** 2))
+    assert base.test_loss == [None] * len(base.epoch)
+    assert len(hist.test_loss) == len(hist.epoch)
+    # the reported values are the report target's loss after each epoch's updates
+    for e, t in zip(hist.epoch, hist.test_loss):
+        assert t == pytest.approx((seen[e] - target_report) ** 2, rel=1e-12)
+    best_val = min(range(len(hist.val_loss)), key=hist.val_loss.__getitem__) + 1
+    best_report = min(range(len(hist.test_loss)), key=hist.test_loss.__getitem__) + 1
+    assert hist.best_epoch == best_val != best_report
+    assert model.w.item() == base_model.w.item() == seen[best_val]
+    assert hist.val_loss == base.val_loss and hist.epoch == base.epoch
+
+
+def test_adam_is_fused_or_foreach_and_matches_the_loop():
+    """The trainer's Adam uses the fused (or foreach) implementation; a few steps agree with
+    torch's per-parameter loop to rounding."""
+    items = regression_items()
+    model = mlp()
+    ref = mlp()
+    trainer = Trainer(model, mse, items, config=TrainConfig(num_epochs=3, batch_size=6,
+                                                            shuffle=False), quiet=True)
+    d = trainer.optimizer.defaults
+    assert d.get("fused") or d.get("foreach")
+    trainer.fit()
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3, foreach=False)
+    for _ in range(3):
+        for k in range(0, len(items), 6):
+            opt.zero_grad()
+            mse(ref, default_collate(items[k:k + 6])).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

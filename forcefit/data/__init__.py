@@ -5,8 +5,14 @@ Units: Angstrom, eV, eV/Angstrom, eV/Angstrom^3 (ASE stress sign); see
 """
 
 from .dataset import Batch, FeatureDataset, structures_hash
-from .groups import (GlobalOverrides, GroupSpec, Split, resolve_groups, split_by_group,
-                     structure_weights)
+from .groups import (
+                     GlobalOverrides,
+                     GroupSpec,
+                     Split,
+                     resolve_groups,
+                     split_by_group,
+                     structure_weights,
+)
 from .normalize import composition, energy_scale, feature_statistics, reference_energies
 
 __all__ = [

@@ -18,6 +18,17 @@ The split is a pure function of (structures' groups, group specs, seed): groups 
 sorted name order with one ``numpy.random.Generator(PCG64(seed))``; within a group the order is a
 permutation from that generator and the first ``round(n * training_fraction)`` go to training, the
 next ``round(n * testing_fraction)`` to test. No units are involved (fractions and weights only).
+
+Validation (model selection: early stopping, best-model restore, plateau schedules) is carved
+from the *training* structures, never from the test set: with ``validation_fraction`` v > 0,
+:func:`split_by_group` draws, per group (sorted names, a second generator
+``PCG64([seed, 1])`` so the train/test split does not change with v), ``round(n_train,g * v)``
+of the group's training structures (at most n_train,g - 1) into ``Split.validation`` and removes
+them from ``Split.train``. When that leaves no validation structure although some group has two
+or more training structures, one is taken from the largest such group, so v > 0 always yields a
+validation set when it can. Groups named in ``validation_groups`` are held out whole instead:
+the structures their spec puts into training go to ``Split.validation`` (their testing
+fraction stays test), and the fraction carving skips them.
 """
 
 from __future__ import annotations
@@ -116,21 +127,35 @@ def structure_weights(structures: Sequence, specs: Mapping[str, GroupSpec]) -> n
 
 @dataclasses.dataclass
 class Split:
-    """Indices into the structure list: ``train``, ``test`` (sorted int64 arrays)."""
+    """Indices into the structure list: ``train`` (fitted on), ``test`` (reported only) and
+    ``validation`` (model selection only; carved from the training structures); sorted int64
+    arrays, pairwise disjoint."""
 
     train: np.ndarray
     test: np.ndarray
+    validation: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def to_dict(self) -> dict:
-        return {"train": self.train.tolist(), "test": self.test.tolist()}
+        return {"train": self.train.tolist(), "test": self.test.tolist(),
+                "validation": self.validation.tolist()}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> Split:
-        return cls(np.asarray(d["train"], dtype=np.int64), np.asarray(d["test"], dtype=np.int64))
+        return cls(np.asarray(d["train"], dtype=np.int64), np.asarray(d["test"], dtype=np.int64),
+                   np.asarray(d.get("validation", []), dtype=np.int64))
 
 
-def split_by_group(structures: Sequence, specs: Mapping[str, GroupSpec], seed: int) -> Split:
+def split_by_group(structures: Sequence, specs: Mapping[str, GroupSpec], seed: int,
+                   validation_fraction: float = 0.0,
+                   validation_groups: Sequence[str] = ()) -> Split:
     """Seeded per-group split (see the module docstring for the exact rule)."""
+    unknown = sorted(set(validation_groups) - set(specs))
+    if unknown:
+        raise ValueError(f"validation_groups: no structures in group(s) {unknown} "
+                         f"(groups: {sorted(specs)})")
+    if not (0.0 <= float(validation_fraction) < 1.0):
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     groups = np.array([s.group for s in structures], dtype=object)
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     train, test = [], []
@@ -140,8 +165,8 @@ def split_by_group(structures: Sequence, specs: Mapping[str, GroupSpec], seed: i
             continue
         perm = members[rng.permutation(len(members))]
         spec = specs[name]
-        n_train = int(round(len(members) * spec.training_fraction))
-        n_test = min(int(round(len(members) * spec.testing_fraction)), len(members) - n_train)
+        n_train = round(len(members) * spec.training_fraction)
+        n_test = min(round(len(members) * spec.testing_fraction), len(members) - n_train)
         train.append(perm[:n_train])
         test.append(perm[n_train:n_train + n_test])
     missing = sorted(set(groups.tolist()) - set(specs))
@@ -151,4 +176,28 @@ def split_by_group(structures: Sequence, specs: Mapping[str, GroupSpec], seed: i
     def cat(parts):
         return np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
-    return Split(cat(train), cat(test))
+    split = Split(cat(train), cat(test))
+    if validation_groups:
+        whole = np.isin(groups[split.train], list(validation_groups))  # (train,)
+        split = Split(split.train[~whole], split.test, split.train[whole])
+    if validation_fraction > 0:
+        split = _carve_validation(split, groups, float(validation_fraction), int(seed))
+    return split
+
+
+def _carve_validation(split: Split, groups: np.ndarray, fraction: float, seed: int) -> Split:
+    """Move ``round(n_train,g * fraction)`` training structures of every group to validation."""
+    rng = np.random.Generator(np.random.PCG64([seed, 1]))
+    val, largest = [split.validation], (0, None)
+    for name in sorted(set(groups[split.train].tolist())):
+        members = split.train[groups[split.train] == name]  # this group's training indices
+        perm = members[rng.permutation(len(members))]
+        n_val = min(round(len(members) * fraction), len(members) - 1)
+        val.append(perm[:max(n_val, 0)])
+        if len(members) > largest[0]:
+            largest = (len(members), perm)
+    picked = np.concatenate(val)
+    if len(picked) == 0 and largest[0] >= 2:
+        picked = largest[1][:1]
+    picked = np.sort(picked).astype(np.int64)
+    return Split(np.setdiff1d(split.train, picked).astype(np.int64), split.test, picked)

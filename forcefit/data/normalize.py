@@ -3,8 +3,13 @@
 Units: feature mean/std in the descriptors' units; reference energies in eV per atom of each
 species; the energy scale in eV.
 
-- Descriptor standardisation: D' = (D - mean) / std per feature column over the training
-  atoms; a column with std below ``1e-12`` (constant) gets std 1 so D' is finite.
+- Descriptor standardisation: D' = (D - mean) / s per feature column over the training
+  atoms, with the floored spread s = max(std, floor |mean|) (``std_floor``, default 1e-2), and
+  s = 1 when that is still below ``1e-12`` (an all-zero column). Without the floor a feature that
+  is nearly constant on the training set (a long-range G2 in bulk crystals, std ~1e-6 |mean|)
+  would turn a 1 % change on new data into a 10^4-sigma input and the network's output into
+  noise; with it such a change stays O(1). The guard is ours (FitSNAP and DScribe divide by the
+  plain std).
 - Per-species reference energies e_s: least squares of the (prior-subtracted) structure energy
   on composition, min_e sum_m (E_m - E_prior,m - sum_s n_ms e_s)^2 (``numpy.linalg.lstsq``,
   minimum-norm for rank-deficient compositions, e.g. a single species: e = mean(E/N)).
@@ -25,15 +30,19 @@ def training_atoms(dataset: FeatureDataset, train: np.ndarray) -> torch.Tensor:
     return _ranges(dataset.atom_offsets[idx], dataset.n_atoms[idx])
 
 
-def feature_statistics(dataset: FeatureDataset,
-                       train: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean (F,), std (F,)) of the descriptor values over the training atoms, float64."""
+def feature_statistics(dataset: FeatureDataset, train: np.ndarray, std_floor: float = 1e-2
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean (F,), floored std (F,)) of the descriptor values over the training atoms, float64
+    (the floor is in the module docstring; ``std_floor=0`` gives the plain std)."""
+    if not (np.isfinite(std_floor) and std_floor >= 0):
+        raise ValueError(f"feature_statistics: std_floor must be finite and >= 0, got "
+                         f"{std_floor}")
     rows = training_atoms(dataset, train)
     if rows.numel() == 0:
         raise ValueError("no training atoms: the training set is empty")
     v = dataset.values[rows].to(torch.float64)  # (atoms, F)
     mean = v.mean(0)
-    std = v.std(0, unbiased=False)
+    std = torch.maximum(v.std(0, unbiased=False), std_floor * mean.abs())  # (F,)
     std = torch.where(std > 1e-12, std, torch.ones_like(std))
     return mean, std
 

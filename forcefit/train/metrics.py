@@ -138,12 +138,20 @@ def write_metrics(path, rows: Sequence[MetricRow]) -> str:
 
 
 def write_loss_vs_epochs(path, epochs: Sequence[int], train: Sequence[float],
-                         test: Sequence[float | None], lr: Sequence[float] | None = None) -> str:
-    lines = ["# Epoch Train_Loss Test_Loss Learning_Rate"]
+                         test: Sequence[float | None], lr: Sequence[float] | None = None,
+                         val: Sequence[float | None] | None = None) -> str:
+    """FitSNAP's columns (Epoch Train_Loss Test_Loss), then Learning_Rate and, when ``val`` is
+    given, Val_Loss (the validation loss that model selection monitors); nan where absent."""
+    nan = float("nan")
+
+    def at(seq, k):
+        return nan if seq is None or k >= len(seq) or seq[k] is None else float(seq[k])
+
+    lines = ["# Epoch Train_Loss Test_Loss Learning_Rate" + (" Val_Loss" if val is not None
+                                                             else "")]
     for k, e in enumerate(epochs):
-        t = test[k] if test[k] is not None else float("nan")
-        rate = lr[k] if lr is not None and k < len(lr) else float("nan")
-        lines.append(f"{int(e)} {float(train[k]):.10e} {float(t):.10e} {float(rate):.6e}")
+        row = f"{int(e)} {float(train[k]):.10e} {at(test, k):.10e} {at(lr, k):.6e}"
+        lines.append(row + (f" {at(val, k):.10e}" if val is not None else ""))
     return atomic_write_text(path, "\n".join(lines) + "\n")
 
 

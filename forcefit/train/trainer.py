@@ -39,6 +39,13 @@ lr_0 = ``learning_rate`` and T = ``num_epochs`` (or ``schedule_params["period"]`
   ``patience`` epochs, then ``cooldown`` epochs without reduction (as torch's
   ``ReduceLROnPlateau`` with relative threshold).
 
+Validation and reporting: ``val_items`` are the only items that select anything (the plateau
+schedule, early stopping and the restored best model monitor the validation loss when there are
+validation items, else the training loss). ``report(model) -> float`` (optional) is called after
+every epoch's validation and its value stored in ``History.test_loss``; it never influences
+training or selection (the fitting core reports its test-set loss this way, so the trainer never
+receives test items).
+
 Early stopping: an epoch improves when its monitored loss is below best - ``min_delta``; after
 ``early_stopping_patience`` epochs without improvement training stops, and at the end of the
 run (early or not) the parameters of the best epoch are restored.
@@ -63,14 +70,22 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from . import distributed as dd
-from .checkpoint import (FORMAT, VERSION, CheckpointError, check_safe, load_checkpoint,
-                         save_checkpoint, states_equal)
+from .checkpoint import (
+    FORMAT,
+    VERSION,
+    CheckpointError,
+    check_safe,
+    load_checkpoint,
+    save_checkpoint,
+    states_equal,
+)
 
 __all__ = ["History", "LRSchedule", "TrainConfig", "Trainer", "TrainingError", "default_collate"]
 
@@ -252,6 +267,7 @@ class History:
     epoch: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)  # item-weighted mean during the epoch
     val_loss: list[float | None] = field(default_factory=list)  # after the epoch's updates
+    test_loss: list[float | None] = field(default_factory=list)  # report(), never monitored
     lr: list[float] = field(default_factory=list)  # learning rate used in the epoch
     time: list[float] = field(default_factory=list)  # wall seconds of the epoch
     best_epoch: int | None = None  # epoch whose monitored loss was lowest
@@ -268,9 +284,9 @@ class History:
                 for f in fields(self)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "History":
+    def from_dict(cls, d: dict) -> History:
         return cls(**{f.name: (list(d[f.name]) if isinstance(d[f.name], list) else d[f.name])
-                      for f in fields(cls)})
+                      for f in fields(cls) if f.name in d})
 
 
 def default_collate(items: Sequence[Any]) -> Any:
@@ -306,7 +322,8 @@ class Trainer:
     ``model.method(...)`` through DDP so gradients are averaged); ``train_items`` /
     ``val_items``: indexable sequences (only this rank's shard is indexed);
     ``collate(list_of_items) -> batch``; ``extra_state``: stored in every checkpoint and checked
-    on resume (tensors, numbers, strings, lists, dicts); ``callbacks``: ``cb(epoch, history)``
+    on resume (tensors, numbers, strings, lists, dicts); ``report(model) -> float``: a loss
+    recorded per epoch in ``History.test_loss`` and nothing else; ``callbacks``: ``cb(epoch, history)``
     called on rank 0 after every epoch (after the checkpoint), returning True to stop;
     ``log``: message sink (``None`` or ``quiet=True`` silences it).
     """
@@ -315,13 +332,15 @@ class Trainer:
                  train_items: Sequence[Any], val_items: Sequence[Any] | None = None,
                  config: TrainConfig | None = None, collate: Callable = default_collate,
                  extra_state: Any = None, callbacks: Sequence[Callable] = (),
-                 log: Callable[[str], Any] | None = print, quiet: bool = False) -> None:
+                 log: Callable[[str], Any] | None = print, quiet: bool = False,
+                 report: Callable[[torch.nn.Module], float] | None = None) -> None:
         self.config = cfg = config if config is not None else TrainConfig()
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(cfg).__name__}")
         self.model, self.loss_fn, self.collate = model, loss_fn, collate
         self.train_items, self.val_items = train_items, val_items
         self.callbacks = tuple(callbacks)
+        self.report = report
         check_safe(extra_state, "extra_state")
         self.extra_state = extra_state
         self.rank, self.world = dd.rank(), dd.world_size()
@@ -359,8 +378,17 @@ class Trainer:
                 history_size=cfg.lbfgs_history, tolerance_grad=cfg.lbfgs_tolerance_grad,
                 tolerance_change=cfg.lbfgs_tolerance_change, line_search_fn="strong_wolfe")
         cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        return cls(self.params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
-                   eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        # fused: one kernel per update for all parameters (CPU and CUDA floating point);
+        # else foreach (multi-tensor ops, bit for bit the loop's result). Measured, one thread,
+        # a 30-64-64-1 network: loop 145 us, foreach 122 us, fused 47 us per step (float32).
+        kw = {"lr": cfg.learning_rate, "betas": tuple(cfg.adam_betas), "eps": cfg.adam_eps,
+              "weight_decay": cfg.weight_decay}
+        if all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in self.params):
+            try:
+                return cls(self.params, fused=True, **kw)
+            except (RuntimeError, ValueError):
+                pass
+        return cls(self.params, foreach=True, **kw)
 
     def _say(self, msg: str) -> None:
         if self._log is not None:
@@ -413,6 +441,7 @@ class Trainer:
         else:
             train_loss, converged = self._adam_epoch(epoch), False
         val_loss = self._validate(epoch)
+        test_loss = self._report()
         self.epoch = epoch
         monitored = val_loss if val_loss is not None else train_loss
         self._track_best(epoch, monitored)
@@ -421,12 +450,14 @@ class Trainer:
         h.epoch.append(epoch)
         h.train_loss.append(train_loss)
         h.val_loss.append(val_loss)
+        h.test_loss.append(test_loss)
         h.lr.append(lr)
         h.time.append(time.perf_counter() - t0)
         if cfg.checkpoint_path is not None:
             self.save_checkpoint(cfg.checkpoint_path)
         if cfg.log_every and (epoch % cfg.log_every == 0 or epoch == cfg.num_epochs):
             val = "" if val_loss is None else f"  val {val_loss:.6g}"
+            val += "" if test_loss is None else f"  test {test_loss:.6g}"
             self._say(f"epoch {epoch}/{cfg.num_epochs}  train {train_loss:.6g}{val}  "
                       f"lr {lr:.3g}  {h.time[-1]:.2f} s")
         flags = torch.zeros(3, dtype=torch.float64)  # (converged, max_time, callback)
@@ -563,6 +594,15 @@ class Trainer:
         return float(loss), converged
 
     # ---------------------------------------------------------------- validation
+    def _report(self) -> float | None:
+        if self.report is None:
+            return None
+        self.model.eval()
+        try:
+            return float(self.report(self.model))
+        finally:
+            self.model.train()
+
     def _validate(self, epoch: int) -> float | None:
         if self.n_val == 0:
             return None
