@@ -98,12 +98,20 @@ CASES = {
 }
 
 
+def _backend(name):
+    """Skip the numba backend's runs where numba is not installed."""
+    if name == "numba":
+        pytest.importorskip("numba")
+    return name
+
+
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("kind", ["cosine", "polynomial"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_derivatives_equal_autograd(case, kind):
+def test_derivatives_equal_autograd(case, kind, backend):
     make, species = CASES[case]
     s = make()
-    ds = full_set(species, kind=kind)
+    ds = full_set(species, kind=kind, backend=_backend(backend))
     g = build_graph(s, ds.cutoff)
     d, dd = ds.compute(g)
     vec = g.edge_vectors().requires_grad_(True)
@@ -118,11 +126,13 @@ def test_derivatives_equal_autograd(case, kind):
     assert dd.abs().sum() > 0 and torch.isfinite(dd).all()
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_derivatives_equal_central_differences(case):
+def test_derivatives_equal_central_differences(case, backend):
     make, species = CASES[case]
     s = make()
-    ds = full_set(species, kind="polynomial" if case == "ethanol_open" else "cosine")
+    ds = full_set(species, kind="polynomial" if case == "ethanol_open" else "cosine",
+                  backend=_backend(backend))
     g = build_graph(s, ds.cutoff)
     vec = g.edge_vectors()
     _, dd = ds.compute(g)
