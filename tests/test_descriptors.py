@@ -299,6 +299,12 @@ def _dscribe_cases():
             "three_species_open": (eth, ["H", "C", "O"])}
 
 
+def _numba_installed() -> bool:
+    from forcefit.descriptors import _numba
+
+    return _numba.available()
+
+
 @pytest.mark.parametrize("case", sorted(_dscribe_cases()))
 def test_agrees_with_dscribe_acsf(case):
     dscribe = pytest.importorskip("dscribe.descriptors")
@@ -306,12 +312,14 @@ def test_agrees_with_dscribe_acsf(case):
     rc = 5.0
     ref = dscribe.ACSF(r_cut=rc, g2_params=G2, g4_params=G4, g5_params=G5, species=species,
                        periodic=bool(at.pbc.any())).create(at)
-    ds = DescriptorSet(rc, species, g1=True, g2=G2, g4=G4, g5=G5)
-    d, _ = ds.compute(build_graph(Structure.from_ase(at), rc))
-    assert d.shape == ref.shape
-    scale = np.abs(ref).max(axis=0, keepdims=True)  # per column
-    rel = np.abs(d.numpy() - ref) / np.where(scale > 0, scale, 1.0)
-    assert rel.max() < 1e-8, f"max relative difference to DScribe {rel.max():.3e}"
+    backends = ["torch"] + (["numba"] if _numba_installed() else [])
+    for backend in backends:  # both kernels against DScribe
+        ds = DescriptorSet(rc, species, g1=True, g2=G2, g4=G4, g5=G5, backend=backend)
+        d, _ = ds.compute(build_graph(Structure.from_ase(at), rc))
+        assert d.shape == ref.shape
+        scale = np.abs(ref).max(axis=0, keepdims=True)  # per column
+        rel = np.abs(d.numpy() - ref) / np.where(scale > 0, scale, 1.0)
+        assert rel.max() < 1e-8, f"{backend}: max relative difference to DScribe {rel.max():.3e}"
     assert np.count_nonzero(scale) > 0.8 * ref.shape[1]  # the comparison is not all zeros
 
 
