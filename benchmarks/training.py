@@ -74,6 +74,7 @@ def main() -> None:
             energy_weight=args.energy_weight,
             force_weight=1.0, stress_weight=0.0, per_atom_energy=True, max_time=args.seconds,
             dtype=args.dtype, derivative_dtype="float32", schedule=args.schedule,
+            report_test_loss=False,  # the 60 s are training only (no per-epoch test pass)
             schedule_params={"gamma": args.gamma} if args.schedule == "exponential" else {}),
         groups={g: GroupSpec(0.7, 0.3) for g in GROUPS},
         outputs=OutputSettings(dump_configs=False, checkpoint=None),

@@ -33,6 +33,7 @@ loss is the Val_Loss column of ``loss_vs_epochs.dat``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -450,7 +451,8 @@ def _train(model, ds, split, settings, resume, callbacks):
     trainer = Trainer(model, loss, split.train.tolist(), split.validation.tolist() or None,
                       config=train_config(settings, ckpt), collate=ds.collate,
                       extra_state={"split": split.to_dict()}, callbacks=callbacks,
-                      log=_log(settings), quiet=settings.quiet, report=report)
+                      log=_log(settings), quiet=settings.quiet, report=report,
+                      collate_many=functools.partial(ds.collate_many, dtype=DTYPES[t.dtype]))
     resume_from = ckpt if (resume and ckpt and os.path.exists(ckpt)) else None
     return trainer.fit(resume_from=resume_from)
 

@@ -273,3 +273,33 @@ def test_validation_groups_are_held_out_whole():
     assert (groups[split.test] == "V").all() and len(split.test) == 3
     with pytest.raises(ValueError, match=r"validation_groups.*'W'"):
         split_by_group(structs, specs, seed=1, validation_groups=["W"])
+
+
+def test_collate_many_equals_collate_bit_for_bit():
+    """One gather per epoch (collate_many) gives exactly the batches of per-step collate;
+    dtype casts only the labels, priors, weights and vectors."""
+    import dataclasses
+
+    structs = cu_structures(7)
+    ds = FeatureDataset.build(structs, ToyRadial(), prior=None)
+    groups = [[3, 0], [6], [2, 5, 1], [4, 4]]  # uneven sizes, a repeated structure
+    many = ds.collate_many(groups)
+    assert len(many) == len(groups)
+    for g, b in zip(groups, many):
+        ref = ds.collate(g)
+        for f in dataclasses.fields(ref):
+            x, y = getattr(ref, f.name), getattr(b, f.name)
+            if f.name == "graph":
+                for h in dataclasses.fields(x):
+                    u, v = getattr(x, h.name), getattr(y, h.name)
+                    assert (u == v if h.name == "cutoff" else torch.equal(u, v)), h.name
+            elif x is None:
+                assert y is None
+            else:
+                assert torch.equal(x, y), f.name
+    cast = ds.collate_many(groups, dtype=torch.float32)[2]
+    assert cast.forces.dtype == cast.energy.dtype == cast.weights.dtype == torch.float32
+    assert cast.values.dtype == ds.values.dtype  # cached descriptors untouched
+    torch.testing.assert_close(cast.forces, many[2].forces.float())
+    with pytest.raises(IndexError, match="out of range"):
+        ds.collate_many([[0], [7]])

@@ -302,6 +302,71 @@ class FeatureDataset:
             weights=self.weights[idx],
         )
 
+    def collate_many(self, groups: Sequence[Sequence[int]],
+                     dtype: torch.dtype | None = None) -> list[Batch]:
+        """``[collate(g) for g in groups]``, bit for bit, with every field gathered once for all
+        groups (one index op per field for a whole epoch) and each batch a view of the result
+        (contiguous slices; only the atom / structure indices of a batch are recomputed).
+        The trainer calls it once per epoch: per-step collation is then a few slices.
+        ``dtype``: cast the floating-point labels, priors, weights and edge vectors to it once
+        here (the training precision) instead of in every step's loss; the descriptor values
+        and derivatives keep their cached dtype."""
+        sizes = torch.as_tensor([len(g) for g in groups], dtype=torch.int64)  # (B,)
+        flat = [int(x) for g in groups for x in g]
+        idx = torch.as_tensor(np.asarray(flat, dtype=np.int64).reshape(-1))  # (S_all,)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise IndexError(f"structure index out of range [0, {len(self)}): {flat}")
+        nat, ned = self.n_atoms[idx], self.n_edges[idx]  # (S_all,)
+        atoms = _ranges(self.atom_offsets[idx], nat)  # (atoms_all,)
+        edges = _ranges(self.edge_offsets[idx], ned)  # (edges_all,)
+        s_start = torch.cumsum(sizes, 0) - sizes  # (B,) first structure of each batch
+        a_cum = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(nat, 0)])  # (S_all+1,)
+        e_cum = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(ned, 0)])
+        s_all = torch.arange(len(idx))  # (S_all,)
+        s_of_atom = torch.repeat_interleave(s_all, nat)  # (atoms_all,)
+        s_of_edge = torch.repeat_interleave(s_all, ned)  # (edges_all,)
+        b_of_s = torch.repeat_interleave(torch.arange(len(groups)), sizes)  # (S_all,)
+        # edge centre / neighbour relative to the first atom of the edge's batch
+        base = (a_cum[:-1] - a_cum[s_start[b_of_s]])[s_of_edge]  # (edges_all,)
+        i_all, j_all = self.i[edges] + base, self.j[edges] + base  # (edges_all,)
+        s_local_atom = s_of_atom - s_start[b_of_s][s_of_atom]  # (atoms_all,)
+        s_local_edge = s_of_edge - s_start[b_of_s][s_of_edge]  # (edges_all,)
+        def cast(name, rows):
+            v = getattr(self, name)[rows]
+            return v if dtype is None else v.to(dtype)
+
+        per_atom = {k: getattr(self, k)[atoms] for k in ("numbers", "positions", "values")}
+        per_atom.update({k: cast(k, atoms) for k in ("forces", "prior_forces")})
+        per_edge = {"shift": self.shift[edges], "vectors": cast("vectors", edges)}
+        deriv = None if self.derivatives is None else self.derivatives[edges]
+        per_s = {k: getattr(self, k)[idx] for k in
+                 ("cell", "pbc", "has_energy", "has_forces", "has_stress")}
+        per_s.update({k: cast(k, idx) for k in
+                      ("energy", "stress", "prior_energy", "prior_stress", "weights")})
+        cutoff = float(getattr(self, "cutoff", 0.0))
+        out = []
+        bounds = torch.cat([s_start, sizes.sum().reshape(1)]).tolist()  # (B+1,)
+        a_b, e_b = a_cum[bounds].tolist(), e_cum[bounds].tolist()
+        for k in range(len(groups)):  # slices only: views into the epoch's arrays
+            s0, s1 = bounds[k], bounds[k + 1]
+            a0, a1, e0, e1 = a_b[k], a_b[k + 1], e_b[k], e_b[k + 1]
+            ps = {n: v[s0:s1] for n, v in per_s.items()}
+            graph = Graph(
+                numbers=per_atom["numbers"][a0:a1], positions=per_atom["positions"][a0:a1],
+                batch=s_local_atom[a0:a1], cell=ps["cell"], pbc=ps["pbc"], n_atoms=nat[s0:s1],
+                i=i_all[e0:e1], j=j_all[e0:e1], shift=per_edge["shift"][e0:e1],
+                edge_batch=s_local_edge[e0:e1], cutoff=cutoff)
+            out.append(Batch(
+                index=idx[s0:s1], graph=graph, vectors=per_edge["vectors"][e0:e1],
+                values=per_atom["values"][a0:a1],
+                derivatives=None if deriv is None else deriv[e0:e1], energy=ps["energy"],
+                forces=per_atom["forces"][a0:a1], stress=ps["stress"],
+                has_energy=ps["has_energy"], has_forces=ps["has_forces"],
+                has_stress=ps["has_stress"], prior_energy=ps["prior_energy"],
+                prior_forces=per_atom["prior_forces"][a0:a1], prior_stress=ps["prior_stress"],
+                weights=ps["weights"]))
+        return out
+
     def fingerprint(self) -> str:
         """SHA-256 of the geometry and labels (the "hash of the training data")."""
         h = hashlib.sha256()

@@ -323,7 +323,9 @@ class Trainer:
     ``val_items``: indexable sequences (only this rank's shard is indexed);
     ``collate(list_of_items) -> batch``; ``extra_state``: stored in every checkpoint and checked
     on resume (tensors, numbers, strings, lists, dicts); ``report(model) -> float``: a loss
-    recorded per epoch in ``History.test_loss`` and nothing else; ``callbacks``: ``cb(epoch, history)``
+    recorded per epoch in ``History.test_loss`` and nothing else; ``collate_many(list of item
+    lists) -> list of batches``: optional, equal to ``[collate(l) for l in lists]``, called
+    once per Adam epoch for all its steps (fewer small ops per step); ``callbacks``: ``cb(epoch, history)``
     called on rank 0 after every epoch (after the checkpoint), returning True to stop;
     ``log``: message sink (``None`` or ``quiet=True`` silences it).
     """
@@ -333,7 +335,8 @@ class Trainer:
                  config: TrainConfig | None = None, collate: Callable = default_collate,
                  extra_state: Any = None, callbacks: Sequence[Callable] = (),
                  log: Callable[[str], Any] | None = print, quiet: bool = False,
-                 report: Callable[[torch.nn.Module], float] | None = None) -> None:
+                 report: Callable[[torch.nn.Module], float] | None = None,
+                 collate_many: Callable[[list[list[Any]]], list[Any]] | None = None) -> None:
         self.config = cfg = config if config is not None else TrainConfig()
         if not isinstance(cfg, TrainConfig):
             raise TypeError(f"Trainer: config must be a TrainConfig, got {type(cfg).__name__}")
@@ -341,6 +344,7 @@ class Trainer:
         self.train_items, self.val_items = train_items, val_items
         self.callbacks = tuple(callbacks)
         self.report = report
+        self.collate_many = collate_many
         check_safe(extra_state, "extra_state")
         self.extra_state = extra_state
         self.rank, self.world = dd.rank(), dd.world_size()
@@ -502,17 +506,20 @@ class Trainer:
         sizes = [_shard_size(self.n_train, r, self.world) for r in range(self.world)]
         n_steps = -(-max(sizes) // bs)
         loss_sum, count = 0.0, 0  # sum of n_b L_b and of n_b over this rank's batches
+        steps = [order[step * bs:(step + 1) * bs] or order[:1] for step in range(n_steps)]
+        batches = (self.collate_many([[self.train_items[i] for i in idx] for idx in steps])
+                   if self.collate_many is not None else None)
         for step in range(n_steps):
             idx = order[step * bs:(step + 1) * bs]
             step_sizes = [min(bs, max(0, s - step * bs)) for s in sizes]
             n_local, n_step = len(idx), sum(step_sizes)
-            if not idx:  # shard exhausted on this rank: take part with zero weight
-                idx = order[:1]
+            idx = steps[step]  # shard exhausted on this rank: order[:1] with zero weight
             if self.schedule.per_step and step > 0:
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.schedule.value(epoch - 1 + step / n_steps)
             self.optimizer.zero_grad(set_to_none=True)
-            loss = self._loss(self.net, idx, epoch, f"batch {step + 1}")
+            loss = self._loss(self.net, idx, epoch, f"batch {step + 1}",
+                              batch=None if batches is None else batches[step])
             # gradient of the mean over the step's items across ranks (DDP divides by W)
             scale = n_local / n_step * (self.world if self._ddp else 1)
             (loss if scale == 1.0 else loss * scale).backward()
@@ -528,10 +535,12 @@ class Trainer:
         return float(total[0] / total[1])
 
     def _loss(self, net: Any, idx: list[int], epoch: int, where: str,
-              items: Sequence[Any] | None = None) -> torch.Tensor:
+              items: Sequence[Any] | None = None, batch: Any = None) -> torch.Tensor:
         items = self.train_items if items is None else items
         calls = net.router_calls if self._ddp else 0
-        loss = self.loss_fn(net, self.collate([items[i] for i in idx]))
+        if batch is None:
+            batch = self.collate([items[i] for i in idx])
+        loss = self.loss_fn(net, batch)
         if self._ddp and net.router_calls == calls:
             raise TrainingError(
                 f"epoch {epoch}, {where}: loss_fn did not run the model through the DDP wrapper "
