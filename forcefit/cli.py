@@ -684,15 +684,35 @@ def _apply_overrides(cfg, args) -> None:
 
 
 def cmd_fit(args) -> int:
+    from .train import distributed
+
     cfg, notes = load_any_config(args.config)
     _apply_overrides(cfg, args)
-    with _logging(Path(cfg.output.folder), args.quiet, cfg.output.log):
-        for note in notes:  # FitSNAP settings not honoured: named, never dropped silently
-            log.warning(f"{args.config}: {note}")
-        if args.resume and not (Path(cfg.output.folder) / "checkpoint.pt").exists():
-            raise UserError(f"--resume: no checkpoint.pt in {cfg.output.folder} to continue")
-        run_fit(cfg, quiet=args.quiet, plots=not args.no_plots, resume=args.resume)
+    # under torchrun (RANK/WORLD_SIZE set): one process group; rank 0 logs, plots and writes
+    launched = distributed.init_from_env()
+    main_rank = distributed.is_main()
+    log_name = cfg.output.log if main_rank else f"forcefit.rank{distributed.rank()}.log"
+    try:
+        with _logging(Path(cfg.output.folder), args.quiet or not main_rank, log_name):
+            if launched:
+                log.info(f"torch.distributed: rank {distributed.rank()} of "
+                         f"{distributed.world_size()} ({torch_backend()})")
+            for note in notes:  # FitSNAP settings not honoured: named, never dropped silently
+                log.warning(f"{args.config}: {note}")
+            if args.resume and not (Path(cfg.output.folder) / "checkpoint.pt").exists():
+                raise UserError(f"--resume: no checkpoint.pt in {cfg.output.folder} to continue")
+            run_fit(cfg, quiet=args.quiet or not main_rank,
+                    plots=not args.no_plots and main_rank, resume=args.resume)
+    finally:
+        if launched:
+            distributed.cleanup()
     return 0
+
+
+def torch_backend() -> str:
+    import torch.distributed as dist
+
+    return dist.get_backend() if dist.is_initialized() else "none"
 
 
 def cmd_eval(args) -> int:

@@ -1,0 +1,65 @@
+"""`torchrun ... -m forcefit fit`: two gloo ranks on CPU train one model, rank 0 writes.
+
+The trainer's own DDP tests (tests/test_trainer.py) check the arithmetic (DDP equals a
+single process with the doubled batch); this test checks the command-line launch end to end.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import torch
+
+from forcefit import load
+from forcefit.demo import make_cu_dataset
+from forcefit.io import write_extxyz
+from forcefit.plot import read_table
+
+CONFIG = """
+[data]
+paths = ["cu.extxyz"]
+group_key = "config_type"
+
+[descriptors]
+cutoff = 4.0
+n_radial = 5
+n_angular = 2
+
+[model]
+layer_sizes = "num_desc 8 1"
+multi_element_option = 1
+
+[training]
+learning_rate = 5e-3
+num_epochs = 3
+batch_size = 2
+training_fraction = 0.75
+manual_seed = 3
+
+[output]
+folder = "run"
+plots = false
+"""
+
+
+def test_torchrun_two_ranks(tmp_path):
+    write_extxyz(tmp_path / "cu.extxyz", make_cu_dataset(12, seed=1, sizes=(2,)))
+    (tmp_path / "fit.toml").write_text(CONFIG)
+    env = dict(os.environ, OMP_NUM_THREADS="1", FORCEFIT_PROGRESS="0")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "forcefit", "fit", str(tmp_path / "fit.toml")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "run"
+    log = (run / "forcefit.log").read_text()
+    assert "rank 0 of 2 (gloo)" in log
+    assert (run / "forcefit.rank1.log").exists()  # rank 1 logs to its own file
+    assert len(read_table(run / "loss_vs_epochs.dat")["Epoch"]) == 3
+    model = load(run / "model.pt")
+    s = make_cu_dataset(1, seed=5, sizes=(2,))[0]
+    atoms = s.to_ase(labels=False)
+    atoms.calc = model.calculator()
+    assert torch.isfinite(torch.tensor(atoms.get_forces())).all()
