@@ -48,9 +48,10 @@ def test_torchrun_two_ranks(tmp_path):
     write_extxyz(tmp_path / "cu.extxyz", make_cu_dataset(12, seed=1, sizes=(2,)))
     (tmp_path / "fit.toml").write_text(CONFIG)
     env = dict(os.environ, OMP_NUM_THREADS="1", FORCEFIT_PROGRESS="0")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           "2",
            "-m", "forcefit", "fit", str(tmp_path / "fit.toml")]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+    done = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "run"
