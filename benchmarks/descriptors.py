@@ -19,7 +19,23 @@ forcefit is timed with each backend of the angular kernels: ``torch`` (vectorise
 ``numba`` (the compiled loops of ``forcefit.descriptors._numba``, when numba is installed);
 ratios are against the default backend (``auto``: numba when installed, else torch).
 
+miniff 0.1.4 runs in its own environment (it does not install on this environment's
+numpy/torch): ``--miniff-python PATH`` (default ``$FORCEFIT_MINIFF_PYTHON``; skipped with a
+printed reason when neither is set) runs ``benchmarks/_miniff_peer.py`` in that interpreter
+with ``OMP_NUM_THREADS=1`` on the same Cu structures (passed through a temporary ``.npz``:
+positions, cell, numbers, pbc) and the same functions: G2 -> miniff ``behler2`` (same eta,
+r_sphere = r_s, same cosine cutoff a = rc), G4 -> ``behler4`` with epsilon = 1/2 (miniff sums
+ordered neighbour pairs j != k, forcefit unordered j < k; see the peer's docstring). Before
+any ratio is printed, miniff's per-atom values, and on Cu256 its dense gradients
+d D_i / d x_j, are checked against forcefit's (per function, max |difference| / max |value|
+<= 1e-8). miniff's "val+deriv" is its "kernel" time plus its "kernel_gradient" time (the
+gradients are a separate pass), its memory the dense (F, atoms, atoms, 3) float64 array;
+its gradients on the 2048-atom cell are skipped with a printed reason when that array would
+take over 40% of the available memory. The ethanol set is not run through miniff (printed).
+Ratios forcefit / miniff are printed per forcefit backend (below 1: forcefit faster).
+
 Run:  python benchmarks/descriptors.py [--quick] [--compiled] [--repeats N] [--backends LIST]
+      [--forcefit-only] [--miniff-python PATH]
 """
 
 from __future__ import annotations
@@ -27,9 +43,12 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -210,14 +229,162 @@ def bench_torchani(system, atoms_list, species, repeats):
     return row
 
 
-def miniff_reason() -> str | None:
-    try:
-        import miniff  # noqa: F401
-    except ImportError:
-        return ("miniff 0.1.4 is not installed in this environment; it pins its own torch "
-                "(a multi-GB CUDA download here) and builds Cython kernels, so it does not "
-                "install quickly into a separate venv on this machine: skipped")
+# ----------------------------------------------------------------------------- miniff
+#: the peer script, run by miniff's own interpreter (miniff 0.1.4 needs an older stack)
+MINIFF_PEER = Path(__file__).resolve().with_name("_miniff_peer.py")
+#: relative agreement required between forcefit's and miniff's values and gradients
+MINIFF_RTOL = 1e-8
+#: seconds allowed to one miniff subprocess
+MINIFF_TIMEOUT = 900
+#: the gradients are returned for the equality check up to this many atoms
+MINIFF_CHECK_ATOMS = 512
+
+
+def miniff_reason(python: str | None) -> str | None:
+    """Why miniff is skipped (None when ``python`` looks usable)."""
+    if not python:
+        return ("skipped: no interpreter given (pass --miniff-python PATH or set "
+                "FORCEFIT_MINIFF_PYTHON to a python with miniff 0.1.4; miniff does not "
+                "install into this environment's numpy/torch)")
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        return f"skipped: --miniff-python {python}: not an executable file"
+    if not MINIFF_PEER.is_file():
+        return f"skipped: the peer script {MINIFF_PEER} is missing"
     return None
+
+
+def _available_bytes() -> float:
+    """MemAvailable from /proc/meminfo in bytes (inf where unknown)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024.0
+    except OSError:
+        pass
+    return float("inf")
+
+
+def _column_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per function (first axis): max |a - b| / max |b| over everything else."""
+    a2 = a.reshape(a.shape[0], -1)  # (functions, rest)
+    b2 = b.reshape(b.shape[0], -1)  # (functions, rest)
+    scale = np.abs(b2).max(axis=1)  # (functions,)
+    return np.abs(a2 - b2).max(axis=1) / np.where(scale > 0, scale, 1.0)
+
+
+def _dense_gradient(dd: torch.Tensor, graph) -> np.ndarray:
+    """forcefit's per-edge dD_i/dr_ij as miniff's dense (features, atoms, atoms, 3) dD_i/dx_j.
+
+    r_ij = x_j - x_i + shift, so dD_i/dx_j = sum of dd over the edges i->j (images of j
+    included) and dD_i/dx_i = -sum of dd over the edges leaving i (plus edges i->image of i).
+    """
+    n = int(graph.positions.shape[0])
+    f = dd.shape[1]
+    dense = torch.zeros((n * n, f, 3), dtype=torch.float64)  # (atoms*atoms, features, 3)
+    dense.index_add_(0, graph.i * n + graph.j, dd.double())
+    dense.index_add_(0, graph.i * (n + 1), -dd.double())  # diagonal entries i*n + i
+    return dense.reshape(n, n, f, 3).permute(2, 0, 1, 3).numpy()  # (features, atoms, atoms, 3)
+
+
+def run_miniff_peer(python: str, at, g2, g4, repeats: int, gradients: bool,
+                    return_gradients: bool) -> dict:
+    """Run ``_miniff_peer.py`` on one structure; returns its output fields (module doc).
+
+    Raises RuntimeError with the peer's message when it fails.
+    """
+    with tempfile.TemporaryDirectory(prefix="ff-miniff-") as tmp:
+        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
+        np.savez(src, positions=np.asarray(at.positions, dtype=float),
+                 cell=np.asarray(at.cell, dtype=float), numbers=np.asarray(at.numbers),
+                 pbc=np.asarray(at.pbc, dtype=bool), cutoff=CUTOFF,
+                 g2=np.asarray(g2, dtype=float).reshape(-1, 2),
+                 g4=np.asarray(g4, dtype=float).reshape(-1, 3), repeats=repeats,
+                 gradients=int(gradients), return_gradients=int(return_gradients))
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
+        try:
+            proc = subprocess.run([python, str(MINIFF_PEER), src, dst], check=False, env=env,
+                                  capture_output=True, text=True, timeout=MINIFF_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"no answer within {MINIFF_TIMEOUT} s") from None
+        if proc.returncode != 0 or not os.path.exists(dst):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(f"exit status {proc.returncode}: " + " | ".join(tail))
+        with np.load(dst) as f:
+            return {k: f[k] for k in f.files}
+
+
+def bench_miniff(system, atoms_list, species, repeats, python, ds):
+    """miniff 0.1.4's behler2/behler4 on the same structure and functions (one thread).
+
+    Checks that its per-atom values (and, up to ``MINIFF_CHECK_ATOMS`` atoms, its dense
+    gradients) equal forcefit's from ``ds`` to ``MINIFF_RTOL`` relative, then returns a
+    :class:`Row` (values: "kernel"; val+deriv: "kernel" + "kernel_gradient", since miniff
+    computes the gradients in a separate pass; memory: its dense gradient array).
+    """
+    if len(atoms_list) != 1 or len(species) != 1:
+        print(f"  miniff skipped on {system}: the peer maps one-species single structures "
+              "(Cu) only; the ethanol set would need one NeighborWrapper per molecule and "
+              "per-species-pair epsilon factors")
+        return None
+    at = atoms_list[0]
+    n = len(at)
+    g2, g4 = params()
+    f = len(g2) + len(g4)
+    need = f * n * n * 3 * 8  # bytes of miniff's dense float64 gradient array
+    avail = _available_bytes()
+    gradients = need < 0.4 * avail
+    if not gradients:
+        print(f"  miniff gradients skipped on {system}: its dense (functions, atoms, atoms, 3) "
+              f"array needs {need / 2**30:.1f} GiB, over 40% of the {avail / 2**30:.1f} GiB "
+              "available")
+    check = gradients and n <= MINIFF_CHECK_ATOMS
+    try:
+        out = run_miniff_peer(python, at, g2, g4, repeats, gradients, check)
+    except RuntimeError as err:
+        print(f"  miniff skipped on {system}: {err}")
+        return None
+    graph = build_graph([Structure.from_ase(at)], CUTOFF)
+    d, dd = ds.compute(graph)  # (atoms, features), (edges, features, 3)
+    err_v = _column_error(out["values"], d.double().numpy().T)
+    ok = bool(err_v.max() <= MINIFF_RTOL)
+    print(f"  miniff {out['miniff_version']} (numpy {out['numpy_version']}) on {system}: "
+          f"{int(out['n_pairs'])} neighbour pairs (forcefit {graph.i.shape[0]} edges)")
+    print(f"  miniff check values: max relative difference G2 {err_v[:len(g2)].max():.1e}, "
+          f"G4 {err_v[len(g2):].max():.1e} over {f} functions x {n} atoms "
+          f"({'equal' if ok else 'NOT equal'} to {MINIFF_RTOL:g})")
+    if check:
+        err_g = _column_error(out["gradients"], _dense_gradient(dd, graph))
+        ok_g = bool(err_g.max() <= MINIFF_RTOL)
+        print(f"  miniff check gradients dD_i/dx_j: max relative difference "
+              f"G2 {err_g[:len(g2)].max():.1e}, G4 {err_g[len(g2):].max():.1e} "
+              f"({'equal' if ok_g else 'NOT equal'} to {MINIFF_RTOL:g})")
+    row = Row(system, "miniff 0.1.4", n)
+    row.values = float(out["t_values"])
+    if gradients:
+        row.derivs = row.values + float(out["t_gradients"])
+        row.bytes_per_atom = float(out["gradient_bytes"]) / n
+    row.note = (f"behler2 + behler4 (epsilon = 1/2: miniff sums ordered pairs j != k), "
+                f"F={f}; kernel_gradient alone "
+                + (f"{float(out['t_gradients']) / n * 1e6:.1f} us/atom, dense "
+                   f"(F, atoms, atoms, 3) float64 {float(out['gradient_bytes']) / 2**20:.0f} "
+                   "MiB" if gradients else "not run")
+                + f"; neighbour list {float(out['t_neighbours']) / n * 1e6:.1f} us/atom "
+                "(not included)" + ("" if ok else "; VALUES DIFFER: ratios not comparable"))
+    return row
+
+
+def miniff_ratios(ffs, mf) -> None:
+    """Print forcefit / miniff time ratios (below 1: forcefit is faster)."""
+    for r in ffs:
+        parts = [f"values {r.values / mf.values:.3f} ({mf.values / r.values:.0f}x faster)"]
+        if mf.derivs is not None:
+            parts.append(f"values+derivatives {r.derivs / mf.derivs:.3f} "
+                         f"({mf.derivs / r.derivs:.0f}x faster)")
+        if mf.bytes_per_atom is not None:
+            parts.append(f"derivative memory {r.bytes_per_atom / mf.bytes_per_atom:.4f}")
+        print(f"  ratio forcefit ({r.code[3:]}) / miniff: " + ", ".join(parts))
 
 
 # ----------------------------------------------------------------------------- report
@@ -253,7 +420,10 @@ def main(argv=None) -> int:
     parser.add_argument("--backends", default="torch,numba",
                         help="comma-separated forcefit backends to time (torch, numba)")
     parser.add_argument("--forcefit-only", action="store_true",
-                        help="skip the peers (DScribe, TorchANI)")
+                        help="skip the peers (DScribe, TorchANI, miniff)")
+    parser.add_argument("--miniff-python", default=os.environ.get("FORCEFIT_MINIFF_PYTHON"),
+                        help="python of a separate environment with miniff 0.1.4 "
+                             "(default: $FORCEFIT_MINIFF_PYTHON; miniff skipped if unset)")
     args = parser.parse_args(argv)
     from forcefit.descriptors import _numba
 
@@ -268,7 +438,7 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     print(f"forcefit descriptor benchmark: torch {torch.__version__}, 1 thread, "
           f"cutoff {CUTOFF} A, medians of {args.repeats}")
-    reason = miniff_reason()
+    reason = None if args.forcefit_only else miniff_reason(args.miniff_python)
     if reason:
         print(f"miniff: {reason}")
     systems = [("Cu256", [cu_atoms(4)], [29], args.repeats)]
@@ -277,8 +447,9 @@ def main(argv=None) -> int:
     systems.append(("ethanol x100", ethanols(100), [1, 6, 8], args.repeats))
     for name, atoms_list, species, reps in systems:
         print(f"\n== {name}: {sum(len(a) for a in atoms_list)} atoms")
-        ffs = [bench_forcefit(name, atoms_list, species, reps, backend=b)[0] for b in backends]
-        ff = next((r for r, b in zip(ffs, backends) if b == default), ffs[0])
+        runs = [bench_forcefit(name, atoms_list, species, reps, backend=b) for b in backends]
+        ffs = [r for r, _ in runs]
+        ff, ff_set = next((run for run, b in zip(runs, backends) if b == default), runs[0])
         rows = list(ffs)
         if args.compiled:
             rows.append(bench_forcefit(name, atoms_list, species, reps, compiled=True)[0])
@@ -286,7 +457,14 @@ def main(argv=None) -> int:
             r = fn(name, atoms_list, species, reps)
             if r is not None:
                 rows.append(r)
+        mf = None
+        if not args.forcefit_only and reason is None:
+            mf = bench_miniff(name, atoms_list, species, reps, args.miniff_python, ff_set)
+            if mf is not None:
+                rows.append(mf)
         report(rows, ff)
+        if mf is not None:
+            miniff_ratios(ffs, mf)
         for r in ffs:
             ms = r.derivs * 1e3 / len(atoms_list)
             print(f"  forcefit ({r.code[3:]}) values + per-edge derivatives: {ms:.1f} ms "
