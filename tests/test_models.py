@@ -293,7 +293,7 @@ def test_miniff_toy_fit_linear_closed_form():
     ne.solve(ridge=0.0)
     w = lin.weight.detach().reshape(-1)
     np.testing.assert_allclose(w.numpy(), [1, -1, 1], atol=1e-3)
-    loss = float(((lin(b.values, torch.zeros(100, dtype=torch.int64)) - f) ** 2).mean())
+    loss = float(((lin(b.values, torch.zeros(100, dtype=torch.int64)) - f) ** 2).mean().detach())
     assert loss < 1e-8
     assert float(lin.bias.abs().max()) == 0.0
 
