@@ -317,7 +317,7 @@ def test_miniff_toy_fit_lbfgs_network_layer():
                       lbfgs_tolerance_grad=1e-14, lbfgs_tolerance_change=1e-14)
     Trainer(layer, loss_fn, list(range(100)), config=cfg, collate=ds.collate,
             quiet=True, log=None).fit()
-    loss = float(loss_fn(layer, ds.collate(np.arange(100))))
+    loss = float(loss_fn(layer, ds.collate(np.arange(100))).detach())
     assert loss < 1e-8
     np.testing.assert_allclose(layer.weight.detach().reshape(-1).numpy(), [1, -1, 1], atol=1e-3)
 
