@@ -31,7 +31,8 @@ d D_i / d x_j, are checked against forcefit's (per function, max |difference| / 
 <= 1e-8). miniff's "val+deriv" is its "kernel" time plus its "kernel_gradient" time (the
 gradients are a separate pass), its memory the dense (F, atoms, atoms, 3) float64 array;
 its gradients on the 2048-atom cell are skipped with a printed reason when that array would
-take over 40% of the available memory. The ethanol set is not run through miniff (printed).
+take over 40% of the available memory. The ethanol set runs as 100 open NeighborWrappers
+(one per molecule; each centre species has its own miniff potentials, the results summed).
 Ratios forcefit / miniff are printed per forcefit backend (below 1: forcefit faster).
 
 Run:  python benchmarks/descriptors.py [--quick] [--compiled] [--repeats N] [--backends LIST]
@@ -273,31 +274,38 @@ def _column_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a2 - b2).max(axis=1) / np.where(scale > 0, scale, 1.0)
 
 
-def _dense_gradient(dd: torch.Tensor, graph) -> np.ndarray:
-    """forcefit's per-edge dD_i/dr_ij as miniff's dense (features, atoms, atoms, 3) dD_i/dx_j.
+def _dense_gradient(dd: torch.Tensor, graph, n: int) -> np.ndarray:
+    """forcefit's per-edge dD_i/dr_ij as miniff's dense dD_i/dx_j per structure.
 
+    All structures of ``graph`` have ``n`` atoms; returns (structures, features, n, n, 3).
     r_ij = x_j - x_i + shift, so dD_i/dx_j = sum of dd over the edges i->j (images of j
     included) and dD_i/dx_i = -sum of dd over the edges leaving i (plus edges i->image of i).
     """
-    n = int(graph.positions.shape[0])
+    m = graph.n_structures
     f = dd.shape[1]
-    dense = torch.zeros((n * n, f, 3), dtype=torch.float64)  # (atoms*atoms, features, 3)
-    dense.index_add_(0, graph.i * n + graph.j, dd.double())
-    dense.index_add_(0, graph.i * (n + 1), -dd.double())  # diagonal entries i*n + i
-    return dense.reshape(n, n, f, 3).permute(2, 0, 1, 3).numpy()  # (features, atoms, atoms, 3)
+    li = graph.i - graph.edge_batch * n  # (edges,) centre index within its structure
+    lj = graph.j - graph.edge_batch * n  # (edges,) neighbour index within its structure
+    base = graph.edge_batch * n * n  # (edges,) first entry of the structure's block
+    dense = torch.zeros((m * n * n, f, 3), dtype=torch.float64)  # (structures*n*n, F, 3)
+    dense.index_add_(0, base + li * n + lj, dd.double())
+    dense.index_add_(0, base + li * (n + 1), -dd.double())  # diagonal entries li*n + li
+    return dense.reshape(m, n, n, f, 3).permute(0, 3, 1, 2, 4).numpy()  # (m, F, n, n, 3)
 
 
-def run_miniff_peer(python: str, at, g2, g4, repeats: int, gradients: bool,
+def run_miniff_peer(python: str, atoms_list, species, g2, g4, repeats: int, gradients: bool,
                     return_gradients: bool) -> dict:
-    """Run ``_miniff_peer.py`` on one structure; returns its output fields (module doc).
+    """Run ``_miniff_peer.py`` on ``atoms_list``; returns its output fields (its docstring).
 
     Raises RuntimeError with the peer's message when it fails.
     """
     with tempfile.TemporaryDirectory(prefix="ff-miniff-") as tmp:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, positions=np.asarray(at.positions, dtype=float),
-                 cell=np.asarray(at.cell, dtype=float), numbers=np.asarray(at.numbers),
-                 pbc=np.asarray(at.pbc, dtype=bool), cutoff=CUTOFF,
+        np.savez(src, positions=np.concatenate([a.positions for a in atoms_list]),
+                 cells=np.array([np.asarray(a.cell, dtype=float) for a in atoms_list]),
+                 counts=np.array([len(a) for a in atoms_list]),
+                 numbers=np.concatenate([a.numbers for a in atoms_list]),
+                 pbc=np.array([a.pbc for a in atoms_list], dtype=bool),
+                 species=np.array(sorted(species)), cutoff=CUTOFF,
                  g2=np.asarray(g2, dtype=float).reshape(-1, 2),
                  g4=np.asarray(g4, dtype=float).reshape(-1, 3), repeats=repeats,
                  gradients=int(gradients), return_gradients=int(return_gradients))
@@ -315,73 +323,81 @@ def run_miniff_peer(python: str, at, g2, g4, repeats: int, gradients: bool,
             return {k: f[k] for k in f.files}
 
 
-def bench_miniff(system, atoms_list, species, repeats, python, ds):
-    """miniff 0.1.4's behler2/behler4 on the same structure and functions (one thread).
+def _by_family(err: np.ndarray, families: list[str]) -> str:
+    return ", ".join(f"{fam} {max(e for e, g in zip(err, families) if g == fam):.1e}"
+                     for fam in dict.fromkeys(families))
 
-    Checks that its per-atom values (and, up to ``MINIFF_CHECK_ATOMS`` atoms, its dense
-    gradients) equal forcefit's from ``ds`` to ``MINIFF_RTOL`` relative, then returns a
-    :class:`Row` (values: "kernel"; val+deriv: "kernel" + "kernel_gradient", since miniff
-    computes the gradients in a separate pass; memory: its dense gradient array).
+
+def bench_miniff(system, atoms_list, species, repeats, python, ds):
+    """miniff 0.1.4's behler2/behler4 on the same structures and functions (one thread).
+
+    Checks that its per-atom values (and, for structures of one size up to
+    ``MINIFF_CHECK_ATOMS`` atoms, its dense gradients) equal forcefit's from ``ds`` to
+    ``MINIFF_RTOL`` relative, then returns a :class:`Row` (values: "kernel"; val+deriv:
+    "kernel" + "kernel_gradient", since miniff computes the gradients in a separate pass;
+    memory: its dense per-structure gradient arrays).
     """
-    if len(atoms_list) != 1 or len(species) != 1:
-        print(f"  miniff skipped on {system}: the peer maps one-species single structures "
-              "(Cu) only; the ethanol set would need one NeighborWrapper per molecule and "
-              "per-species-pair epsilon factors")
-        return None
-    at = atoms_list[0]
-    n = len(at)
+    sizes = [len(a) for a in atoms_list]
+    n = sum(sizes)
     g2, g4 = params()
-    f = len(g2) + len(g4)
-    need = f * n * n * 3 * 8  # bytes of miniff's dense float64 gradient array
+    f = ds.n_features
+    need = sum(f * k * k * 3 * 8 for k in sizes)  # bytes of miniff's dense gradient arrays
     avail = _available_bytes()
-    gradients = need < 0.4 * avail
+    gradients = max(f * k * k * 3 * 8 for k in sizes) < 0.4 * avail
     if not gradients:
-        print(f"  miniff gradients skipped on {system}: its dense (functions, atoms, atoms, 3) "
-              f"array needs {need / 2**30:.1f} GiB, over 40% of the {avail / 2**30:.1f} GiB "
-              "available")
-    check = gradients and n <= MINIFF_CHECK_ATOMS
+        print(f"  miniff gradients skipped on {system}: its dense (F, atoms, atoms, 3) array "
+              f"needs {need / 2**30:.1f} GiB, over 40% of the {avail / 2**30:.1f} GiB available")
+    check = gradients and len(set(sizes)) == 1 and sizes[0] <= MINIFF_CHECK_ATOMS
     try:
-        out = run_miniff_peer(python, at, g2, g4, repeats, gradients, check)
+        out = run_miniff_peer(python, atoms_list, species, g2, g4, repeats, gradients, check)
     except RuntimeError as err:
         print(f"  miniff skipped on {system}: {err}")
         return None
-    graph = build_graph([Structure.from_ase(at)], CUTOFF)
+    graph = build_graph([Structure.from_ase(a) for a in atoms_list], CUTOFF)
     d, dd = ds.compute(graph)  # (atoms, features), (edges, features, 3)
+    families = [c["family"] for c in ds.layout()]
     err_v = _column_error(out["values"], d.double().numpy().T)
     ok = bool(err_v.max() <= MINIFF_RTOL)
     print(f"  miniff {out['miniff_version']} (numpy {out['numpy_version']}) on {system}: "
           f"{int(out['n_pairs'])} neighbour pairs (forcefit {graph.i.shape[0]} edges)")
-    print(f"  miniff check values: max relative difference G2 {err_v[:len(g2)].max():.1e}, "
-          f"G4 {err_v[len(g2):].max():.1e} over {f} functions x {n} atoms "
-          f"({'equal' if ok else 'NOT equal'} to {MINIFF_RTOL:g})")
+    print(f"  miniff check values: max relative difference {_by_family(err_v, families)} "
+          f"over {f} functions x {n} atoms ({'equal' if ok else 'NOT equal'} to "
+          f"{MINIFF_RTOL:g})")
     if check:
-        err_g = _column_error(out["gradients"], _dense_gradient(dd, graph))
+        mine = _dense_gradient(dd, graph, sizes[0])  # (structures, F, n, n, 3)
+        err_g = _column_error(np.moveaxis(out["gradients"], 1, 0), np.moveaxis(mine, 1, 0))
         ok_g = bool(err_g.max() <= MINIFF_RTOL)
         print(f"  miniff check gradients dD_i/dx_j: max relative difference "
-              f"G2 {err_g[:len(g2)].max():.1e}, G4 {err_g[len(g2):].max():.1e} "
-              f"({'equal' if ok_g else 'NOT equal'} to {MINIFF_RTOL:g})")
+              f"{_by_family(err_g, families)} ({'equal' if ok_g else 'NOT equal'} to "
+              f"{MINIFF_RTOL:g})")
     row = Row(system, "miniff 0.1.4", n)
     row.values = float(out["t_values"])
     if gradients:
         row.derivs = row.values + float(out["t_gradients"])
         row.bytes_per_atom = float(out["gradient_bytes"]) / n
-    row.note = (f"behler2 + behler4 (epsilon = 1/2: miniff sums ordered pairs j != k), "
-                f"F={f}; kernel_gradient alone "
+    row.note = (f"behler2 + behler4 (epsilon = 1/2 for like neighbour pairs: miniff sums "
+                f"ordered pairs j != k), F={f}, {len(atoms_list)} NeighborWrapper(s); "
+                "kernel_gradient alone "
                 + (f"{float(out['t_gradients']) / n * 1e6:.1f} us/atom, dense "
-                   f"(F, atoms, atoms, 3) float64 {float(out['gradient_bytes']) / 2**20:.0f} "
+                   f"(F, atoms, atoms, 3) float64 {float(out['gradient_bytes']) / 2**20:.1f} "
                    "MiB" if gradients else "not run")
                 + f"; neighbour list {float(out['t_neighbours']) / n * 1e6:.1f} us/atom "
                 "(not included)" + ("" if ok else "; VALUES DIFFER: ratios not comparable"))
     return row
 
 
+def _speed(ratio: float) -> str:
+    if ratio <= 1:
+        return f"{ratio:.3f} (forcefit {1 / ratio:.1f}x faster)"
+    return f"{ratio:.3f} (forcefit {ratio:.1f}x slower)"
+
+
 def miniff_ratios(ffs, mf) -> None:
-    """Print forcefit / miniff time ratios (below 1: forcefit is faster)."""
+    """Print forcefit / miniff time and memory ratios (below 1: forcefit is better)."""
     for r in ffs:
-        parts = [f"values {r.values / mf.values:.3f} ({mf.values / r.values:.0f}x faster)"]
+        parts = [f"values {_speed(r.values / mf.values)}"]
         if mf.derivs is not None:
-            parts.append(f"values+derivatives {r.derivs / mf.derivs:.3f} "
-                         f"({mf.derivs / r.derivs:.0f}x faster)")
+            parts.append(f"values+derivatives {_speed(r.derivs / mf.derivs)}")
         if mf.bytes_per_atom is not None:
             parts.append(f"derivative memory {r.bytes_per_atom / mf.bytes_per_atom:.4f}")
         print(f"  ratio forcefit ({r.code[3:]}) / miniff: " + ", ".join(parts))
