@@ -100,8 +100,11 @@ def run(seed: int = 0, out: Path | None = None, quiet: bool = True, plot: bool =
                                   force_weight=1.0 / f_train.var(), stress_weight=0.0,
                                   patience=300, schedule="plateau",
                                   schedule_params={"factor": 0.5, "patience": 100},
-                                  max_time=20.0, save_state_output=None),
-        groups={"train": GroupSpec(1.0, 0.0), "validation": GroupSpec(0.0, 1.0)},
+                                  max_time=20.0, save_state_output=None,
+                                  validation_groups=["validation"]),
+        # the 20 validation dimers select the model (early stopping); the 150 test dimers are
+        # never given to the fit
+        groups={"train": GroupSpec(1.0, 0.0), "validation": GroupSpec(1.0, 0.0)},
         outputs=OutputSettings(metrics=None, loss="loss_vs_epochs.dat", dump_peratom=False,
                                dump_perconfig=False, dump_configs=False, checkpoint=None),
         output_dir=str(out), seed=seed, quiet=quiet)
