@@ -68,6 +68,7 @@ def main() -> None:
     p.add_argument("--force-weight", type=float, default=1.0)
     p.add_argument("--r-min", type=float, default=1.5, help="first G2 centre (A)")
     p.add_argument("--n-radial", type=int, default=12)
+    p.add_argument("--n-eta", type=int, default=3, help="angular widths (x 6 functions)")
     p.add_argument("--per-step", action="store_true", help="schedule per optimiser step")
     p.add_argument("--activation", default="silu",
                    choices=["silu", "softplus", "tanh", "sigmoid"])
@@ -95,8 +96,8 @@ def main() -> None:
     structs = read_fitsnap_folder(DATA)
     rc = 4.67637
     dset = DescriptorSet(rc, [73], g2=radial_grid(rc, args.n_radial, "shifted", r_min=args.r_min),
-                         **{args.angular: angular_grid(cutoff=rc, n_eta=3, zetas=(1, 2, 4),
-                                                       r_min=args.r_min)})
+                         **{args.angular: angular_grid(cutoff=rc, n_eta=args.n_eta,
+                                                       zetas=(1, 2, 4), r_min=args.r_min)})
     settings = FitSettings(
         descriptors=dset,
         model=ModelSettings(type="network", layer_sizes="num_desc 64 64 1",
