@@ -65,7 +65,7 @@ def test_calculator_of_loaded_model(fitted):
     atoms = structs[3].to_ase(labels=False)
     atoms.calc = model.calculator()
     out = evaluate(model, build_graph([structs[3]], model.cutoff))
-    np.testing.assert_allclose(atoms.get_potential_energy(), float(out["energy"][0]), rtol=1e-12)
+    np.testing.assert_allclose(atoms.get_potential_energy(), float(out["energy"][0].detach()), rtol=1e-12)
     np.testing.assert_allclose(atoms.get_forces(), out["forces"].detach().numpy(), atol=1e-12)
 
 
