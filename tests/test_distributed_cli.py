@@ -11,37 +11,16 @@ import subprocess
 import sys
 
 import torch
+from test_cli import CONFIG as CLI_CONFIG
 
 from forcefit import load
 from forcefit.demo import make_cu_dataset
 from forcefit.io import write_extxyz
 from forcefit.plot import read_table
 
-CONFIG = """
-[data]
-paths = ["cu.extxyz"]
-group_key = "config_type"
+# the command-line tests' small Cu config, two structures per batch, no plots
+CONFIG = CLI_CONFIG.replace("batch_size = 4", "batch_size = 2") + "plots = false\n"
 
-[descriptors]
-cutoff = 4.0
-n_radial = 5
-n_angular = 2
-
-[model]
-layer_sizes = "num_desc 8 1"
-multi_element_option = 1
-
-[training]
-learning_rate = 5e-3
-num_epochs = 3
-batch_size = 2
-training_fraction = 0.75
-manual_seed = 3
-
-[output]
-folder = "run"
-plots = false
-"""
 
 
 def test_torchrun_two_ranks(tmp_path):
