@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-3)
     p.add_argument("--out", default="/tmp/forcefit_ta_training")
     p.add_argument("--angular", choices=["g4", "g5"], default="g5")
+    p.add_argument("--cutoff", type=float, default=4.67637, help="descriptor cutoff (A)")
     args = p.parse_args()
     if not DATA.exists():
         sys.exit(f"skipped: {DATA} not found (needs ../shared/data)")
@@ -94,7 +95,7 @@ def main() -> None:
 
     print("load:", uptime())
     structs = read_fitsnap_folder(DATA)
-    rc = 4.67637
+    rc = args.cutoff
     dset = DescriptorSet(rc, [73], g2=radial_grid(rc, args.n_radial, "shifted", r_min=args.r_min),
                          **{args.angular: angular_grid(cutoff=rc, n_eta=args.n_eta,
                                                        zetas=(1, 2, 4), r_min=args.r_min)})

@@ -331,15 +331,18 @@ class FeatureDataset:
         i_all, j_all = self.i[edges] + base, self.j[edges] + base  # (edges_all,)
         s_local_atom = s_of_atom - s_start[b_of_s][s_of_atom]  # (atoms_all,)
         s_local_edge = s_of_edge - s_start[b_of_s][s_of_edge]  # (edges_all,)
+        def take(name, rows):  # index_select: the same rows as v[rows], ~4x faster on CPU
+            return getattr(self, name).index_select(0, rows)
+
         def cast(name, rows):
-            v = getattr(self, name)[rows]
+            v = take(name, rows)
             return v if dtype is None else v.to(dtype)
 
-        per_atom = {k: getattr(self, k)[atoms] for k in ("numbers", "positions", "values")}
+        per_atom = {k: take(k, atoms) for k in ("numbers", "positions", "values")}
         per_atom.update({k: cast(k, atoms) for k in ("forces", "prior_forces")})
-        per_edge = {"shift": self.shift[edges], "vectors": cast("vectors", edges)}
-        deriv = None if self.derivatives is None else self.derivatives[edges]
-        per_s = {k: getattr(self, k)[idx] for k in
+        per_edge = {"shift": take("shift", edges), "vectors": cast("vectors", edges)}
+        deriv = None if self.derivatives is None else take("derivatives", edges)
+        per_s = {k: take(k, idx) for k in
                  ("cell", "pbc", "has_energy", "has_forces", "has_stress")}
         per_s.update({k: cast(k, idx) for k in
                       ("energy", "stress", "prior_energy", "prior_stress", "weights")})
