@@ -342,3 +342,16 @@ def test_cached_equals_autograd_with_forcefit_descriptors():
         for key in ("energy", "forces", "stress"):
             torch.testing.assert_close(cached[key], ref[key].detach(), rtol=1e-9, atol=1e-10,
                                        msg=f"option {option}: {key}")
+
+
+@pytest.mark.parametrize("act", ["softplus", "silu", "tanh", "sigmoid"])
+def test_activation_slope_equals_autograd(act):
+    """The written-out a'(z) of the explicit chain rule == autograd of a(z) (float64)."""
+    from forcefit.models.networks import ACTIVATIONS, activation_and_slope
+
+    z = torch.linspace(-12.0, 12.0, 241, dtype=torch.float64, requires_grad=True)  # (points,)
+    value, slope = activation_and_slope(act, z)
+    ref = ACTIVATIONS[act]()(z)  # (points,)
+    (grad,) = torch.autograd.grad(ref.sum(), z)
+    torch.testing.assert_close(value, ref, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(slope, grad, rtol=1e-12, atol=1e-14)
