@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 
 import torch
 from ase.data import chemical_symbols
 
+from .atomic import atomic_path
 from .models.potential import FittedPotential, atomic_model_from_config
 
 FORMAT = "forcefit-potential"
@@ -78,17 +78,8 @@ def save(model: FittedPotential, path: str | os.PathLike, metadata: dict | None 
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pt", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -22,28 +22,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
 from ase.data import chemical_symbols
 
+from ..atomic import atomic_path
+from ..atomic import atomic_write_text as _atomic_write_text
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> str:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` to ``path`` atomically (:mod:`forcefit.atomic`); returns the path."""
+    _atomic_write_text(path, text)
+    return os.fspath(path)
 
 
 @dataclasses.dataclass
@@ -209,15 +200,6 @@ def write_predictions_extxyz(path, structures, p: Predictions) -> str:
         atoms.arrays["forces_pred"] = p.forces_pred[rows].copy()
         frames.append(atoms)
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".extxyz", dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp, frames, format="extxyz")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
