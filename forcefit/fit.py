@@ -57,6 +57,7 @@ from .data import (
 from .models import AtomicNetwork, FittedPotential, LinearAtomic, solve_linear
 from .structure import Structure
 from .train import metrics as M
+from .train.distributed import is_main
 from .train.losses import PotentialLoss
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -424,6 +425,8 @@ def fit_potential(structures: Sequence[Structure], settings: FitSettings, *,
     testing = np.zeros(len(ds), bool)
     testing[split.test] = True
     pred = predict(model, ds, testing)
+    if not is_main():  # under torch.distributed every rank holds the same model; rank 0 writes
+        return FitResult(model, history, M.metrics_table(pred), {}, split, ds)
     rows, paths = write_outputs(outdir, structures, pred, settings.outputs, history)
     meta = {"config": settings.to_dict(), "data_sha256": structures_hash(structures),
             "split": split.to_dict(),

@@ -37,6 +37,7 @@ def test_torchrun_two_ranks(tmp_path):
     log = (run / "forcefit.log").read_text()
     assert "rank 0 of 2 (gloo)" in log
     assert (run / "forcefit.rank1.log").exists()  # rank 1 logs to its own file
+    assert "wrote model" in log and "wrote model" not in (run / "forcefit.rank1.log").read_text()
     assert len(read_table(run / "loss_vs_epochs.dat")["Epoch"]) == 3
     model = load(run / "model.pt")
     s = make_cu_dataset(1, seed=5, sizes=(2,))[0]
