@@ -358,7 +358,8 @@ def cmd_convert(args) -> int:
     from .config import dumps_toml
     from .fitsnap_input import translate_fitsnap_input
 
-    cfg, notes = translate_fitsnap_input(args.input)
+    # a translation needs no data: the paths are checked when the config is used
+    cfg, notes = translate_fitsnap_input(args.input, check_paths=False)
     for n in notes:
         log.warning(f"{args.input}: {n}")
     text = f"# translated by forcefit from {args.input}\n" + dumps_toml(cfg)
