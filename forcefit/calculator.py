@@ -22,6 +22,7 @@ import torch
 from ase.calculators.calculator import Calculator, all_changes
 
 from .neighbors import build_graph
+from .potentials.base import stress_from_strain_derivative
 from .structure import Structure, matrix_to_voigt
 
 
@@ -64,12 +65,7 @@ def evaluate_edges(model: torch.nn.Module, graph, *, stress: bool = True) -> dic
             0, graph.edge_batch, vectors.detach()[:, :, None] * g_e[:, None, :])
         dedeps = dedeps.index_add(0, graph.batch, pos.detach()[:, :, None] * g_pos[:, None, :])
         dedeps = dedeps + torch.einsum("ska,skb->sab", graph.cell, grads[2])
-        vol = torch.linalg.det(graph.cell).abs()  # (structures,)
-        periodic = graph.pbc.all(dim=1)
-        safe = torch.where(periodic, vol, torch.ones_like(vol))
-        sym = 0.5 * (dedeps + dedeps.transpose(1, 2))
-        out["stress"] = torch.where(periodic[:, None, None], sym / safe[:, None, None],
-                                    torch.zeros_like(sym))
+        out["stress"] = stress_from_strain_derivative(dedeps, graph)
     return out
 
 

@@ -32,6 +32,7 @@ from ase.data import chemical_symbols
 from torch import nn
 
 from ..neighbors import Graph
+from ..potentials.base import stress_from_strain_derivative
 from .linear import LinearAtomic
 from .networks import AtomicNetwork
 
@@ -190,10 +191,6 @@ class FittedPotential(nn.Module):
         if forces:
             out["forces"] = f + batch.prior_forces.to(f.dtype)
         if stress:
-            vol = torch.linalg.det(batch.graph.cell.to(f.dtype)).abs()  # (S,)
-            periodic = batch.graph.pbc.all(dim=1)  # (S,)
-            safe = torch.where(periodic, vol, torch.ones_like(vol))
-            sym = 0.5 * (de_deps + de_deps.transpose(1, 2)) / safe[:, None, None]  # (S, 3, 3)
-            sym = torch.where(periodic[:, None, None], sym, torch.zeros_like(sym))
-            out["stress"] = sym + batch.prior_stress.to(f.dtype)
+            out["stress"] = (stress_from_strain_derivative(de_deps, batch.graph)
+                             + batch.prior_stress.to(f.dtype))
         return out

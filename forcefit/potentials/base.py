@@ -35,6 +35,18 @@ def _strained(graph: Graph, strain: torch.Tensor) -> Graph:
     return dataclasses.replace(graph, positions=pos, cell=cell)
 
 
+def stress_from_strain_derivative(dedeps: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """sigma = sym(dE/d epsilon) / V per structure, (structures, 3, 3), ASE sign.
+
+    Zero for structures not periodic in all three directions (no volume to divide by).
+    """
+    vol = torch.linalg.det(graph.cell.to(dedeps.dtype)).abs()  # (structures,)
+    periodic = graph.pbc.all(dim=1)  # (structures,)
+    safe = torch.where(periodic, vol, torch.ones_like(vol))
+    sym = 0.5 * (dedeps + dedeps.transpose(1, 2)) / safe[:, None, None]  # (structures, 3, 3)
+    return torch.where(periodic[:, None, None], sym, torch.zeros_like(sym))
+
+
 def evaluate(
     model: torch.nn.Module,
     graph: Graph,
@@ -71,13 +83,7 @@ def evaluate(
         if forces:
             out["forces"] = -grads[0]
         if stress:
-            dedeps = grads[-1]
-            vol = torch.linalg.det(graph.cell).abs()
-            periodic = graph.pbc.all(dim=1)
-            safe = torch.where(periodic, vol, torch.ones_like(vol))
-            sym = 0.5 * (dedeps + dedeps.transpose(1, 2))
-            out["stress"] = torch.where(periodic[:, None, None], sym / safe[:, None, None],
-                                        torch.zeros_like(sym))
+            out["stress"] = stress_from_strain_derivative(grads[-1], graph)
     return out
 
 
