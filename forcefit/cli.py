@@ -704,10 +704,18 @@ def cmd_fit(args) -> int:
                 raise UserError(f"--resume: no checkpoint.pt in {cfg.output.folder} to continue")
             run_fit(cfg, quiet=args.quiet or not main_rank,
                     plots=not args.no_plots and main_rank, resume=args.resume)
+            if launched:  # all ranks done (rank 0 has written) before the group is torn down
+                torch_barrier()
     finally:
         if launched:
             distributed.cleanup()
     return 0
+
+
+def torch_barrier() -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
 
 
 def torch_backend() -> str:

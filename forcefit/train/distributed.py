@@ -192,6 +192,9 @@ def _spawned(local_rank: int, fn: Callable, world: int, port: int, backend: str,
     dist.init_process_group(backend=backend, rank=local_rank, world_size=world)
     try:
         fn(local_rank, world, *args)
+        # every rank done with its collectives before any tears gloo down (a rank exiting
+        # while its peer still holds the connection aborts the peer: seen as SIGABRT)
+        dist.barrier()
     finally:
         cleanup()
 
