@@ -88,6 +88,9 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/forcefit_ta_training")
     p.add_argument("--angular", choices=["g4", "g5"], default="g5")
     p.add_argument("--cutoff", type=float, default=4.67637, help="descriptor cutoff (A)")
+    p.add_argument("--layers", default="num_desc 64 64 1", help="FitSNAP layer syntax")
+    p.add_argument("--autograd", action="store_true",
+                   help="train through autograd (double backward) instead of the fused loss")
     args = p.parse_args()
     if not DATA.exists():
         sys.exit(f"skipped: {DATA} not found (needs ../shared/data)")
@@ -112,7 +115,7 @@ def main() -> None:
                                                        zetas=(1, 2, 4), r_min=args.r_min)})
     settings = FitSettings(
         descriptors=dset,
-        model=ModelSettings(type="network", layer_sizes="num_desc 64 64 1",
+        model=ModelSettings(type="network", layer_sizes=args.layers,
                             activation=args.activation,
                             multi_element_option=1,
                             reference={"type": "ZBL", "inner": 4.0, "outer": 4.8}),
@@ -122,6 +125,7 @@ def main() -> None:
             force_weight=args.force_weight, stress_weight=0.0, per_atom_energy=True, max_time=args.seconds,
             dtype=args.dtype, derivative_dtype="float32", schedule=args.schedule,
             report_test_loss=False,  # the 60 s are training only (no per-epoch test pass)
+            fused_loss=not args.autograd,
             schedule_params=schedule_params(args)),
         groups={g: GroupSpec(0.7, 0.3) for g in GROUPS},
         outputs=OutputSettings(dump_configs=False, checkpoint=None),

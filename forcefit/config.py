@@ -181,6 +181,7 @@ class TrainingConfig:
     validation_fraction: float | None = None
     validation_groups: list[str] | None = None
     report_test_loss: bool = True
+    fused_loss: bool = True
 
 
 @dataclasses.dataclass
@@ -718,7 +719,7 @@ def build_fit_settings(cfg: Config, descriptors, *, quiet: bool = False):
         save_state_output=t.save_state_output, save_state_input=t.save_state_input,
         validation_fraction=t.validation_fraction,
         validation_groups=list(t.validation_groups) if t.validation_groups else None,
-        report_test_loss=t.report_test_loss)
+        report_test_loss=t.report_test_loss, fused_loss=t.fused_loss)
     outputs = OutputSettings(metrics=o.metrics, dump_peratom=o.dump_peratom,
                              dump_perconfig=o.dump_perconfig, dump_configs=o.dump_configs)
     groups = {g.name: GroupSpec(g.training_size, g.testing_size, g.eweight, g.fweight, g.vweight)

@@ -159,6 +159,16 @@ class FittedPotential(nn.Module):
             e = e + self.prior(gp, vp).to(e.dtype)
         return e
 
+    def fused_loss(self, batch, *, per_atom_energy: bool = True, forces: bool = True,
+                   stress: bool = True) -> torch.Tensor:
+        """The training loss on a cached batch with its parameter gradients computed in one
+        pass (no double backward); needs a network atomic model. See
+        :mod:`forcefit.models.fused`."""
+        from .fused import fused_loss
+
+        return fused_loss(self, batch, per_atom_energy=per_atom_energy, forces=forces,
+                          stress=stress)
+
     def predict_cached(self, batch, *, forces: bool = True, stress: bool = True,
                        create_graph: bool = True) -> dict[str, torch.Tensor]:
         """Energy (S,), forces (atoms, 3), stress (S, 3, 3) of a collated

@@ -24,6 +24,8 @@ import dataclasses
 
 import torch
 
+from ..models.fused import supports_fused
+
 
 @dataclasses.dataclass
 class LossParts:
@@ -65,14 +67,23 @@ class PotentialLoss:
     ``model`` is a :class:`~forcefit.models.FittedPotential`; predictions come from its cached
     path (:meth:`~forcefit.models.FittedPotential.predict_cached`). Forces / stress are only
     computed when ``use_forces`` / ``use_stress`` (e.g. skipped when all their weights are 0).
+
+    ``fused=True`` (default): for network models the loss and its gradients come from
+    :meth:`~forcefit.models.FittedPotential.fused_loss`, one pass without a double backward
+    (the same numbers, tested; several times faster for small batches); ``False`` always
+    differentiates ``weighted_mse`` by autograd.
     """
 
     def __init__(self, *, per_atom_energy: bool = True, use_forces: bool = True,
-                 use_stress: bool = True) -> None:
+                 use_stress: bool = True, fused: bool = True) -> None:
         self.per_atom_energy = per_atom_energy
         self.use_forces, self.use_stress = use_forces, use_stress
+        self.fused = fused
 
     def __call__(self, model, batch) -> torch.Tensor:
+        if self.fused and torch.is_grad_enabled() and supports_fused(model):
+            return model.fused_loss(batch, per_atom_energy=self.per_atom_energy,
+                                    forces=self.use_forces, stress=self.use_stress)
         pred = model.predict_cached(batch, forces=self.use_forces, stress=self.use_stress,
                                     create_graph=True)
         return weighted_mse(pred, batch, per_atom_energy=self.per_atom_energy).total
