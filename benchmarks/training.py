@@ -88,6 +88,9 @@ def main() -> None:
     p.add_argument("--out", default="/tmp/forcefit_ta_training")
     p.add_argument("--angular", choices=["g4", "g5"], default="g5")
     p.add_argument("--cutoff", type=float, default=4.67637, help="descriptor cutoff (A)")
+    p.add_argument("--zetas", default="1,2,4", help="angular zetas, comma-separated")
+    p.add_argument("--clip", type=float, default=None, help="gradient-norm clipping")
+    p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     p.add_argument("--layers", default="num_desc 64 64 1", help="FitSNAP layer syntax")
     p.add_argument("--autograd", action="store_true",
                    help="train through autograd (double backward) instead of the fused loss")
@@ -112,7 +115,8 @@ def main() -> None:
     rc = args.cutoff
     dset = DescriptorSet(rc, [73], g2=radial_grid(rc, args.n_radial, "shifted", r_min=args.r_min),
                          **{args.angular: angular_grid(cutoff=rc, n_eta=args.n_eta,
-                                                       zetas=(1, 2, 4), r_min=args.r_min)})
+                                                       zetas=[float(z) for z in args.zetas.split(",")],
+                                                       r_min=args.r_min)})
     settings = FitSettings(
         descriptors=dset,
         model=ModelSettings(type="network", layer_sizes=args.layers,
@@ -120,12 +124,12 @@ def main() -> None:
                             multi_element_option=1,
                             reference={"type": "ZBL", "inner": 4.0, "outer": 4.8}),
         training=TrainingSettings(
-            learning_rate=args.lr, num_epochs=100000, batch_size=4,
+            optimizer=args.optimizer, learning_rate=args.lr, num_epochs=100000, batch_size=4,
             energy_weight=args.energy_weight,
             force_weight=args.force_weight, stress_weight=0.0, per_atom_energy=True, max_time=args.seconds,
             dtype=args.dtype, derivative_dtype="float32", schedule=args.schedule,
             report_test_loss=False,  # the 60 s are training only (no per-epoch test pass)
-            fused_loss=not args.autograd,
+            fused_loss=not args.autograd, gradient_clip=args.clip,
             schedule_params=schedule_params(args)),
         groups={g: GroupSpec(0.7, 0.3) for g in GROUPS},
         outputs=OutputSettings(dump_configs=False, checkpoint=None),

@@ -103,6 +103,28 @@ def test_lbfgs_chunked_equals_full_batch():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def test_lbfgs_collates_once_per_epoch_with_the_same_result():
+    items = regression_items(30)
+    calls = []
+
+    def collate_many(lists):
+        calls.append(len(lists))
+        return [default_collate(lst) for lst in lists]
+
+    out = []
+    for many in (None, collate_many):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1).double()
+        cfg = TrainConfig(optimizer="lbfgs", learning_rate=1.0, num_epochs=3,
+                          lbfgs_chunk_size=7)
+        hist = Trainer(model, mse, items, config=cfg, quiet=True, collate_many=many).fit()
+        out.append(params_of(model))
+    # one call per epoch for all 5 chunks, not one per line-search evaluation
+    assert len(hist.epoch) >= 2 and calls == [5] * len(hist.epoch)
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 # ----------------------------------------------------------------------------- determinism
 def _adam_run(seed, tmp=None, epochs=6, **kw):
     model = mlp()

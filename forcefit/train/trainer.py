@@ -575,6 +575,9 @@ class Trainer:
             size = self.config.lbfgs_chunk_size or len(idx)
             self._lbfgs_chunks = [idx[k:k + size] for k in range(0, len(idx), size)]
         chunks = self._lbfgs_chunks
+        # collated once per epoch, not in each of the line search's closure calls
+        batches = (self.collate_many([[self.train_items[i] for i in idx] for idx in chunks])
+                   if self.collate_many is not None else None)
 
         def closure() -> torch.Tensor:
             self.optimizer.zero_grad(set_to_none=True)
@@ -584,7 +587,8 @@ class Trainer:
                 sync = (self.net.no_sync() if self._ddp and not last
                         else contextlib.nullcontext())
                 with sync:
-                    loss = self._loss(self.net, idx, epoch, f"full batch (chunk {k + 1})")
+                    loss = self._loss(self.net, idx, epoch, f"full batch (chunk {k + 1})",
+                                      batch=None if batches is None else batches[k])
                     w = len(idx) / self.n_train  # the chunk's share of the global mean
                     scale = w * (self.world if self._ddp else 1)
                     (loss if scale == 1.0 else loss * scale).backward()
