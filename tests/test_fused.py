@@ -98,8 +98,8 @@ def test_species_missing_from_batch_keeps_its_network_untouched():
         batch = ds2.collate([0, 1])
     else:
         batch = ds.collate(copper)
-    ref_loss, ref = _loss_and_grads(pot, batch, False)
-    loss, got = _loss_and_grads(pot, batch, True)
+    _, ref = _loss_and_grads(pot, batch, False)
+    _, got = _loss_and_grads(pot, batch, True)
     for name, g in ref.items():
         assert (g is None) == (got[name] is None), name
     assert any(g is None for g in got.values())
@@ -117,6 +117,13 @@ def test_contraction_loops_equal_torch(monkeypatch):
     args = (batch.derivatives, g.i, g.j, batch.vectors, g.edge_batch)
     loops = (F.contract_forward(a, *args, len(batch), True),
              F.contract_adjoint(fbar, vbar, *args, a.shape[1]))
+    # the dataset stores dD Cartesian-major; a plain (edges, F, 3) tensor gives the same
+    assert batch.derivatives.transpose(1, 2).is_contiguous()
+    plain_dd = (batch.derivatives.contiguous(),) + args[1:]
+    torch.testing.assert_close(F.contract_forward(a, *plain_dd, len(batch), True)[0],
+                               loops[0][0], rtol=0, atol=0)
+    torch.testing.assert_close(F.contract_adjoint(fbar, vbar, *plain_dd, a.shape[1]),
+                               loops[1], rtol=0, atol=0)
     monkeypatch.setattr(_numba, "available", lambda: False)
     plain = (F.contract_forward(a, *args, len(batch), True),
              F.contract_adjoint(fbar, vbar, *args, a.shape[1]))

@@ -14,7 +14,10 @@ Fields of :class:`FeatureDataset` (shape | dtype | unit):
 - ``i``, ``j`` (edges,) int64 local centre / neighbour; ``shift`` (edges, 3) float64;
   ``vectors`` (edges, 3) float64 | A, r_ij = r_j - r_i + shift @ cell
 - ``values`` (atoms, F) descriptor values D; ``derivatives`` (edges, F, 3) or None:
-  dD[e] = dD_{i_e} / dr_e for the edge e with centre i_e (float32 storage is an option)
+  dD[e] = dD_{i_e} / dr_e for the edge e with centre i_e (float32 storage is an option).
+  Stored edge-major with the Cartesian axis before the feature axis, (edges, 3, F) in memory,
+  and exposed as its (edges, F, 3) transposed view: the force contraction then reads each
+  edge's three rows of F contiguous numbers (``dd.transpose(1, 2)`` is contiguous).
 - ``energy`` (S,) eV, ``forces`` (atoms, 3) eV/A, ``stress`` (S, 3, 3) eV/A^3, zero where the
   label is missing, with masks ``has_energy`` (S,), ``has_forces`` (S,), ``has_stress`` (S,)
 - ``prior_energy`` (S,), ``prior_forces`` (atoms, 3), ``prior_stress`` (S, 3, 3): the reference
@@ -106,6 +109,8 @@ class FeatureDataset:
 
     def __init__(self, **fields) -> None:
         self.__dict__.update(fields)
+        if getattr(self, "derivatives", None) is not None:
+            self.derivatives = _cartesian_major(self.derivatives)
         self.atom_offsets = _offsets(self.n_atoms)  # (S + 1,)
         self.edge_offsets = _offsets(self.n_edges)  # (S + 1,)
 
@@ -294,7 +299,8 @@ class FeatureDataset:
         )
         return Batch(
             index=idx, graph=graph, vectors=self.vectors[edges], values=self.values[atoms],
-            derivatives=None if self.derivatives is None else self.derivatives[edges],
+            derivatives=(None if self.derivatives is None
+                         else _take_edges(self.derivatives, edges)),
             energy=self.energy[idx], forces=self.forces[atoms], stress=self.stress[idx],
             has_energy=self.has_energy[idx], has_forces=self.has_forces[idx],
             has_stress=self.has_stress[idx], prior_energy=self.prior_energy[idx],
@@ -341,7 +347,7 @@ class FeatureDataset:
         per_atom = {k: take(k, atoms) for k in ("numbers", "positions", "values")}
         per_atom.update({k: cast(k, atoms) for k in ("forces", "prior_forces")})
         per_edge = {"shift": take("shift", edges), "vectors": cast("vectors", edges)}
-        deriv = None if self.derivatives is None else take("derivatives", edges)
+        deriv = None if self.derivatives is None else _take_edges(self.derivatives, edges)
         per_s = {k: take(k, idx) for k in
                  ("cell", "pbc", "has_energy", "has_forces", "has_stress")}
         per_s.update({k: cast(k, idx) for k in
@@ -390,6 +396,17 @@ def structures_hash(structures: Sequence[Structure]) -> str:
                 h.update(np.ascontiguousarray(a).tobytes())
         h.update(repr(s.energy).encode())
     return h.hexdigest()
+
+
+def _cartesian_major(dd: torch.Tensor) -> torch.Tensor:
+    """(edges, F, 3) with (edges, 3, F) memory layout (see the module docstring)."""
+    t = dd.transpose(1, 2)
+    return dd if t.is_contiguous() else t.contiguous().transpose(1, 2)
+
+
+def _take_edges(dd: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``dd[rows]`` keeping the (edges, 3, F) memory layout."""
+    return dd.transpose(1, 2).index_select(0, rows).transpose(1, 2)
 
 
 def _normalise_result(result, n_atoms, n_edges, derivatives):

@@ -131,37 +131,28 @@ def _mlp_adjoint(linears: list[nn.Linear], cache: dict, ebar: torch.Tensor,
 
 
 # ------------------------------------------------------------------ the contraction
-def _contract_forward_loop(a, dd, i, j, vec, eb, forces, virial, with_virial):
+def _contract_forward_loop(a, dt, i, j, vec, eb, forces, virial, with_virial):
     """forces[i_e] += g_e, forces[j_e] -= g_e, virial[s_e] += r_e (x) g_e with
-    g_e = sum_F a[i_e, F] dd[e, F, :] (forces, virial zeroed by the caller)."""
-    for e in range(dd.shape[0]):
+    g_e[c] = sum_F a[i_e, F] dt[e, c, F] (dt: the derivatives as (edges, 3, F); forces and
+    virial zeroed by the caller)."""
+    for e in range(dt.shape[0]):
         ie, je = i[e], j[e]
-        g0 = 0.0
-        g1 = 0.0
-        g2 = 0.0
-        for f in range(dd.shape[1]):
-            af = a[ie, f]
-            g0 += af * dd[e, f, 0]
-            g1 += af * dd[e, f, 1]
-            g2 += af * dd[e, f, 2]
-        forces[ie, 0] += g0
-        forces[ie, 1] += g1
-        forces[ie, 2] += g2
-        forces[je, 0] -= g0
-        forces[je, 1] -= g1
-        forces[je, 2] -= g2
-        if with_virial:
-            s = eb[e]
-            for c in range(3):
-                virial[s, c, 0] += vec[e, c] * g0
-                virial[s, c, 1] += vec[e, c] * g1
-                virial[s, c, 2] += vec[e, c] * g2
+        for c in range(3):
+            g = 0.0
+            for f in range(dt.shape[2]):
+                g += a[ie, f] * dt[e, c, f]
+            forces[ie, c] += g
+            forces[je, c] -= g
+            if with_virial:
+                s = eb[e]
+                for b in range(3):
+                    virial[s, b, c] += vec[e, b] * g
 
 
-def _contract_adjoint_loop(fbar, vbar, dd, i, j, vec, eb, abar, with_virial):
-    """abar[i_e, F] += dd[e, F, :] . gbar_e with gbar_e = fbar[i_e] - fbar[j_e]
+def _contract_adjoint_loop(fbar, vbar, dt, i, j, vec, eb, abar, with_virial):
+    """abar[i_e, F] += sum_c dt[e, c, F] gbar_e[c] with gbar_e = fbar[i_e] - fbar[j_e]
     (+ r_e . vbar[s_e]): the adjoint of :func:`_contract_forward_loop` (abar zeroed)."""
-    for e in range(dd.shape[0]):
+    for e in range(dt.shape[0]):
         ie, je = i[e], j[e]
         b0 = fbar[ie, 0] - fbar[je, 0]
         b1 = fbar[ie, 1] - fbar[je, 1]
@@ -172,8 +163,8 @@ def _contract_adjoint_loop(fbar, vbar, dd, i, j, vec, eb, abar, with_virial):
                 b0 += vec[e, c] * vbar[s, c, 0]
                 b1 += vec[e, c] * vbar[s, c, 1]
                 b2 += vec[e, c] * vbar[s, c, 2]
-        for f in range(dd.shape[1]):
-            abar[ie, f] += dd[e, f, 0] * b0 + dd[e, f, 1] * b1 + dd[e, f, 2] * b2
+        for f in range(dt.shape[2]):
+            abar[ie, f] += dt[e, 0, f] * b0 + dt[e, 1, f] * b1 + dt[e, 2, f] * b2
 
 
 _KERNELS: dict = {}
@@ -183,7 +174,9 @@ def _kernels():
     if not _KERNELS:
         import numba
 
-        opts = {"cache": True, "nogil": True, "error_model": "numpy"}
+        # reassociation lets the sums over features vectorise (as the descriptor kernels)
+        opts = {"cache": True, "nogil": True, "error_model": "numpy",
+                "fastmath": {"nsz", "arcp", "contract", "reassoc"}}
         _KERNELS["forward"] = numba.njit(**opts)(_contract_forward_loop)
         _KERNELS["adjoint"] = numba.njit(**opts)(_contract_adjoint_loop)
     return _KERNELS
@@ -194,8 +187,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _use_loops(*tensors: torch.Tensor) -> bool:
-    return _numba.available() and all(t.device.type == "cpu" and t.is_contiguous()
-                                      for t in tensors)
+    return _numba.available() and all(t.device.type == "cpu" for t in tensors)
+
+
+def _cartesian_major(dd: torch.Tensor) -> np.ndarray:
+    """(edges, 3, F) numpy view of (edges, F, 3) derivatives (a copy unless they are stored
+    Cartesian-major, as :class:`forcefit.data.FeatureDataset` stores them)."""
+    return _np(dd.transpose(1, 2).contiguous())
 
 
 def contract_forward(a: torch.Tensor, dd: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
@@ -206,8 +204,9 @@ def contract_forward(a: torch.Tensor, dd: torch.Tensor, i: torch.Tensor, j: torc
     forces = torch.zeros(a.shape[0], 3, dtype=a.dtype, device=a.device)
     vir = torch.zeros(n_structures if virial else 1, 3, 3, dtype=a.dtype, device=a.device)
     if _use_loops(a, dd, vectors):
-        _kernels()["forward"](_np(a), _np(dd), _np(i), _np(j), _np(vectors), _np(edge_batch),
-                              _np(forces), _np(vir), bool(virial))
+        _kernels()["forward"](_np(a.contiguous()), _cartesian_major(dd), _np(i), _np(j),
+                              _np(vectors.contiguous()), _np(edge_batch), _np(forces), _np(vir),
+                              bool(virial))
         return forces, (vir if virial else None)
     g = torch.bmm(a.index_select(0, i).unsqueeze(1), dd.to(a.dtype)).squeeze(1)  # (edges, 3)
     forces.index_add_(0, i, g).index_add_(0, j, -g)
@@ -223,8 +222,9 @@ def contract_adjoint(fbar: torch.Tensor, vbar: torch.Tensor | None, dd: torch.Te
     abar = torch.zeros(fbar.shape[0], n_features, dtype=fbar.dtype, device=fbar.device)
     if _use_loops(fbar, dd, vectors):
         v = vbar if vbar is not None else fbar.new_zeros(1, 3, 3)
-        _kernels()["adjoint"](_np(fbar), _np(v.contiguous()), _np(dd), _np(i), _np(j),
-                              _np(vectors), _np(edge_batch), _np(abar), vbar is not None)
+        _kernels()["adjoint"](_np(fbar.contiguous()), _np(v.contiguous()), _cartesian_major(dd),
+                              _np(i), _np(j), _np(vectors.contiguous()), _np(edge_batch),
+                              _np(abar), vbar is not None)
         return abar
     gbar = fbar.index_select(0, i) - fbar.index_select(0, j)  # (edges, 3)
     if vbar is not None:
