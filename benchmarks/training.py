@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("--angular", choices=["g4", "g5"], default="g5")
     p.add_argument("--cutoff", type=float, default=4.67637, help="descriptor cutoff (A)")
     p.add_argument("--zetas", default="1,4,16", help="angular zetas, comma-separated")
+    p.add_argument("--seed", type=int, default=0, help="split, initial weights, shuffling")
     p.add_argument("--clip", type=float, default=None, help="gradient-norm clipping")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
     p.add_argument("--layers", default="num_desc 64 64 1", help="FitSNAP layer syntax")
@@ -142,7 +143,7 @@ def main() -> None:
             schedule_params=schedule_params(args)),
         groups={g: GroupSpec(0.7, 0.3) for g in GROUPS},
         outputs=OutputSettings(dump_configs=False, checkpoint=None),
-        output_dir=args.out, seed=0, quiet=True)
+        output_dir=args.out, seed=args.seed, quiet=True)
     t0 = time.perf_counter()
     prepared = prepare(structs, settings)
     t_desc = time.perf_counter() - t0
