@@ -316,7 +316,7 @@ def _loss_and_gradients(model, batch, per_atom_energy, want_forces, want_stress)
 
     e = gather("e", None)  # (atoms,) network outputs
     atom_e = model.ref_energy.to(dtype)[sp] + scale * e
-    energy = torch.zeros(n_s, dtype=dtype).index_add_(0, graph.batch, atom_e)
+    energy = x.new_zeros(n_s).index_add_(0, graph.batch, atom_e)
     energy = energy + batch.prior_energy.to(dtype)  # (S,)
 
     # the loss (weighted_mse's formula) and the adjoints of energy, forces, stress
