@@ -456,8 +456,13 @@ def _train(model, ds, split, settings, resume, callbacks):
     report = (_test_loss(loss, ds, split.test, max(t.batch_size, 32))
               if t.report_test_loss and len(split.test) else None)
     # the trainer sees training and validation indices only; the test set enters via report
+    config = train_config(settings, ckpt)
+    if isinstance(model.atomic, AtomicNetwork) and len(model.atomic.nets) > 1:
+        # per-species networks: a species absent from a rank's batch leaves its network
+        # without a gradient there, which DDP must be told to expect
+        config = dataclasses.replace(config, find_unused_parameters=True)
     trainer = Trainer(model, loss, split.train.tolist(), split.validation.tolist() or None,
-                      config=train_config(settings, ckpt), collate=ds.collate,
+                      config=config, collate=ds.collate,
                       extra_state={"split": split.to_dict()}, callbacks=callbacks,
                       log=_log(settings), quiet=settings.quiet, report=report,
                       collate_many=functools.partial(ds.collate_many, dtype=DTYPES[t.dtype]))
