@@ -278,94 +278,115 @@ def fused_loss(model, batch, *, per_atom_energy: bool = True, forces: bool = Tru
 
 
 def _loss_and_gradients(model, batch, per_atom_energy, want_forces, want_stress):
-    net = model.atomic
+    """(loss, parameters, their gradients): network passes -> energies and dE/dD -> loss and
+    its adjoints (ebar per atom, Dbar per atom and feature) -> parameter gradients."""
+    net, graph = model.atomic, batch.graph
     dtype = model.feature_mean.dtype
-    graph = batch.graph
-    n_s, n_f = len(batch), net.n_features
-    std = model.feature_std.to(dtype)
-    scale = model.energy_scale.to(dtype)
+    std, scale = model.feature_std.to(dtype), model.energy_scale.to(dtype)
     x = (batch.values.to(dtype) - model.feature_mean.to(dtype)) / std  # (atoms, F)
     sp = model.species_index(graph.numbers)  # (atoms,)
     want_forces = want_forces and bool(batch.has_forces.any())
     want_stress = want_stress and bool(batch.has_stress.any())
-    need_grad = want_forces or want_stress
-    if need_grad and batch.derivatives is None:
+    if (want_forces or want_stress) and batch.derivatives is None:
         raise ValueError("forces/stress requested but the dataset has no cached "
                          "descriptor derivatives (build it with derivatives=True)")
+    passes = _network_passes(net, x, sp)
+    atom_e = model.ref_energy.to(dtype)[sp] + scale * _gather(passes, "e", x)  # (atoms,)
+    energy = x.new_zeros(len(batch)).index_add_(0, graph.batch, atom_e)
+    energy = energy + batch.prior_energy.to(dtype)  # (S,)
+    w = batch.weights.to(dtype)  # (S, 3)
+    loss, energy_bar = _energy_term(energy, batch, w, per_atom_energy)
+    ebar = scale * energy_bar.index_select(0, graph.batch)  # (atoms,) dLoss/de
+    dbar = None  # (atoms, F) dLoss/dD
+    if want_forces or want_stress:
+        dd, vectors = batch.derivatives, batch.vectors.to(dtype)
+        de_dd = scale * _gather(passes, "u0", x, net.n_features) / std  # (atoms, F)
+        f_pred, de_deps = contract_forward(de_dd, dd, graph.i, graph.j, vectors,
+                                           graph.edge_batch, len(batch), want_stress)
+        fbar, vbar = torch.zeros_like(f_pred), None
+        if want_forces:
+            loss_f, fbar = _force_term(f_pred, batch, w)
+            loss = loss + loss_f
+        if want_stress:
+            loss_s, vbar = _stress_term(de_deps, batch, w)
+            loss = loss + loss_s
+        dbar = contract_adjoint(fbar, vbar, dd, graph.i, graph.j, vectors, graph.edge_batch,
+                                net.n_features)
+    abar = None if dbar is None else scale * dbar / std  # dLoss/du_0
+    params, grads = _parameter_gradients(net, passes, ebar, abar)
+    return loss, params, grads
 
-    # per-network forward passes: (rows or None, network index, cache)
-    passes = []
+
+def _network_passes(net, x: torch.Tensor, sp: torch.Tensor) -> list:
+    """[(rows or None, network index, :func:`_mlp_forward` cache)]: one pass for options 1
+    and 3 (3: descriptors + one-hot species), one per species present for option 2."""
     if net.element_option == 2:
+        passes = []
         for s in range(len(net.nets)):
             rows = torch.nonzero(sp == s).squeeze(1)
             if rows.numel():
                 passes.append((rows, s, _mlp_forward(_linears(net.nets[s]), net.activation,
                                                      x.index_select(0, rows))))
-    else:
-        h0 = x
-        if net.element_option == 3:
-            h0 = torch.cat([x, nn.functional.one_hot(sp, net.n_species).to(dtype)], dim=1)
-        passes.append((None, 0, _mlp_forward(_linears(net.nets[0]), net.activation, h0)))
+        return passes
+    h0 = x
+    if net.element_option == 3:
+        h0 = torch.cat([x, nn.functional.one_hot(sp, net.n_species).to(x.dtype)], dim=1)
+    return [(None, 0, _mlp_forward(_linears(net.nets[0]), net.activation, h0))]
 
-    def gather(key, width):  # (atoms,) or (atoms, F) from the passes
-        if passes[0][0] is None:
-            out = passes[0][2][key]
-            return out if width is None else out[:, :width]
-        out = x.new_zeros(x.shape[0]) if width is None else torch.zeros_like(x)
-        for rows, _, cache in passes:
-            out.index_copy_(0, rows, cache[key] if width is None else cache[key][:, :width])
-        return out
 
-    e = gather("e", None)  # (atoms,) network outputs
-    atom_e = model.ref_energy.to(dtype)[sp] + scale * e
-    energy = x.new_zeros(n_s).index_add_(0, graph.batch, atom_e)
-    energy = energy + batch.prior_energy.to(dtype)  # (S,)
+def _gather(passes, key: str, x: torch.Tensor, width: int | None = None) -> torch.Tensor:
+    """Per-atom ``key`` of the passes: (atoms,) for "e", (atoms, width) for "u0"."""
+    if passes[0][0] is None:
+        out = passes[0][2][key]
+        return out if width is None else out[:, :width]
+    out = x.new_zeros(x.shape[0]) if width is None else x.new_zeros(x.shape[0], width)
+    for rows, _, cache in passes:
+        out.index_copy_(0, rows, cache[key] if width is None else cache[key][:, :width])
+    return out
 
-    # the loss (weighted_mse's formula) and the adjoints of energy, forces, stress
-    w = batch.weights.to(dtype)  # (S, 3)
-    nat = batch.n_atoms.to(dtype)
-    de = energy - batch.energy.to(dtype)
+
+def _energy_term(energy, batch, w, per_atom_energy):
+    """sum_m w_m m_m dE_m^2 / M_E [dE per atom] and dLoss/dE (S,)."""
+    de = energy - batch.energy.to(energy.dtype)  # (S,)
+    nat = batch.n_atoms.to(energy.dtype)
     if per_atom_energy:
         de = de / nat
-    m_e = batch.has_energy.to(dtype)
+    m_e = batch.has_energy.to(energy.dtype)
     n_e = m_e.sum()
-    loss = x.new_zeros(())
-    energy_bar = x.new_zeros(n_s)
-    if n_e > 0:
-        we = w[:, 0] * m_e / n_e
-        loss = loss + (we * de.square()).sum()
-        energy_bar = 2 * we * de / (nat if per_atom_energy else 1)
-    ebar = scale * energy_bar.index_select(0, graph.batch)  # (atoms,)
+    if not n_e > 0:
+        return energy.new_zeros(()), torch.zeros_like(energy)
+    we = w[:, 0] * m_e / n_e
+    return (we * de.square()).sum(), 2 * we * de / (nat if per_atom_energy else 1)
 
-    abar = None
-    if need_grad:
-        dd = batch.derivatives
-        a = scale * gather("u0", n_f) / std  # (atoms, F) dE/dD
-        f_pred, de_deps = contract_forward(a, dd, graph.i, graph.j, batch.vectors.to(dtype),
-                                           graph.edge_batch, n_s, want_stress)
-        fbar = torch.zeros_like(f_pred)
-        if want_forces:
-            df = f_pred + batch.prior_forces.to(dtype) - batch.forces.to(dtype)  # (atoms, 3)
-            has_f = batch.has_forces.to(dtype)
-            wa = (w[:, 1] * has_f).index_select(0, graph.batch)  # (atoms,)
-            n_fa = has_f.index_select(0, graph.batch).sum()
-            loss = loss + (wa[:, None] * df.square()).sum() / (3 * n_fa)
-            fbar = df * (2 * wa / (3 * n_fa))[:, None]
-        vbar = None
-        if want_stress:
-            vol = torch.linalg.det(graph.cell.to(dtype)).abs()  # (S,)
-            periodic = graph.pbc.all(dim=1)
-            inv_v = torch.where(periodic, 1 / torch.where(periodic, vol, torch.ones_like(vol)),
-                                torch.zeros_like(vol))  # (S,) 0 where not periodic
-            sym = 0.5 * (de_deps + de_deps.transpose(1, 2)) * inv_v[:, None, None]
-            ds = sym + batch.prior_stress.to(dtype) - batch.stress.to(dtype)  # (S, 3, 3)
-            ws = w[:, 2] * batch.has_stress.to(dtype) / (9 * batch.has_stress.sum())
-            loss = loss + (ws[:, None, None] * ds.square()).sum()
-            sbar = 2 * ws[:, None, None] * ds
-            vbar = 0.5 * (sbar + sbar.transpose(1, 2)) * inv_v[:, None, None]
-        abar = scale * contract_adjoint(fbar, vbar, dd, graph.i, graph.j,
-                                        batch.vectors.to(dtype), graph.edge_batch, n_f) / std
 
+def _force_term(f_pred, batch, w):
+    """sum_i w_i |dF_i|^2 / (3 N_F) and dLoss/dF (atoms, 3)."""
+    dtype = f_pred.dtype
+    df = f_pred + batch.prior_forces.to(dtype) - batch.forces.to(dtype)  # (atoms, 3)
+    has_f = batch.has_forces.to(dtype)
+    wa = (w[:, 1] * has_f).index_select(0, batch.graph.batch)  # (atoms,)
+    n_fa = has_f.index_select(0, batch.graph.batch).sum()
+    return (wa[:, None] * df.square()).sum() / (3 * n_fa), df * (2 * wa / (3 * n_fa))[:, None]
+
+
+def _stress_term(de_deps, batch, w):
+    """sum_m w_m |dsigma_m|^2 / (9 M_V) with sigma = sym(dE/deps) / V (0 where not periodic),
+    and dLoss/d(dE/deps) (S, 3, 3)."""
+    dtype = de_deps.dtype
+    graph = batch.graph
+    vol = torch.linalg.det(graph.cell.to(dtype)).abs()  # (S,)
+    periodic = graph.pbc.all(dim=1)
+    inv_v = torch.where(periodic, 1 / torch.where(periodic, vol, torch.ones_like(vol)),
+                        torch.zeros_like(vol))[:, None, None]  # (S, 1, 1)
+    sym = 0.5 * (de_deps + de_deps.transpose(1, 2)) * inv_v
+    ds = sym + batch.prior_stress.to(dtype) - batch.stress.to(dtype)  # (S, 3, 3)
+    ws = (w[:, 2] * batch.has_stress.to(dtype) / (9 * batch.has_stress.sum()))[:, None, None]
+    sbar = 2 * ws * ds
+    return (ws * ds.square()).sum(), 0.5 * (sbar + sbar.transpose(1, 2)) * inv_v
+
+
+def _parameter_gradients(net, passes, ebar, abar):
+    """Parameters of the networks that ran and their gradients (:func:`_mlp_adjoint`)."""
     params, grads = [], []
     for rows, k, cache in passes:
         linears = _linears(net.nets[k])
@@ -374,8 +395,8 @@ def _loss_and_gradients(model, batch, per_atom_energy, want_forces, want_stress)
         if abar is not None:
             ub = abar if rows is None else abar.index_select(0, rows)
             width = cache["u0"].shape[1]
-            if width > n_f:  # option 3: the one-hot inputs have no force adjoint
-                ub = torch.cat([ub, ub.new_zeros(ub.shape[0], width - n_f)], dim=1)
+            if width > ub.shape[1]:  # option 3: the one-hot inputs have no force adjoint
+                ub = torch.cat([ub, ub.new_zeros(ub.shape[0], width - ub.shape[1])], dim=1)
         grads += _mlp_adjoint(linears, cache, eb, ub)
         params += [p for layer in linears for p in (layer.weight, layer.bias)]
-    return loss, params, grads
+    return params, grads
