@@ -128,6 +128,7 @@ def main() -> None:
     p.add_argument("--angular", choices=["g4", "g5"], default="g5")
     p.add_argument("--cutoff", type=float, default=4.67637, help="descriptor cutoff (A)")
     p.add_argument("--zetas", default="1,4,16", help="angular zetas, comma-separated")
+    p.add_argument("--cutoff-function", choices=["cosine", "polynomial"], default="cosine")
     p.add_argument("--seed", type=int, default=0, help="split, initial weights, shuffling")
     p.add_argument("--clip", type=float, default=None, help="gradient-norm clipping")
     p.add_argument("--optimizer", choices=["adam", "lbfgs"], default="adam")
@@ -156,7 +157,8 @@ def main() -> None:
     dset = DescriptorSet(rc, [73], g2=radial_grid(rc, args.n_radial, "shifted", r_min=args.r_min),
                          **{args.angular: angular_grid(cutoff=rc, n_eta=args.n_eta,
                                                        zetas=[float(z) for z in args.zetas.split(",")],
-                                                       r_min=args.r_min)})
+                                                       r_min=args.r_min)},
+                         cutoff_function=args.cutoff_function)
     settings = FitSettings(
         descriptors=dset,
         model=ModelSettings(type="network", layer_sizes=args.layers,
