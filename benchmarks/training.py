@@ -41,7 +41,11 @@ weight 0.5 / 0.2 (default) / 0.15: 0.030 / 0.051, 0.028 / 0.0495, 0.030 / 0.0496
 The split matters as much as these levers: with the defaults, ``--seed 1`` gave 0.021 / 0.054
 and ``--seed 2`` 0.038 / 0.053 (the session-1 settings: 0.026 / 0.060 and 0.040 / 0.061); lr 8e-3
 gave 0.030 / 0.049, 0.014 / 0.052, 0.042 / 0.053 on seeds 0, 1, 2, and zeta 1, 4, 16, 64 (2
-widths, 14 G2) with lr 8e-3 0.051 / 0.049, 0.021 / 0.051, 0.044 / 0.052.
+widths, 14 G2) with lr 8e-3 0.051 / 0.049, 0.021 / 0.051, 0.044 / 0.052. Also tried with the
+defaults (seed 0): polynomial cutoff function 0.034 / 0.051; decay per step (``--per-step``)
+0.030 / 0.050; Liquid force weight 3: 0.028 / 0.052 (seed 1: 0.018 / 0.056); network output
+scale from the force RMS alone instead of max(force RMS, energy std): 0.025 / 0.050 (seed 1:
+0.023 / 0.052).
 
 The 60 s (``--seconds``) are training only: the descriptors, the ZBL prior and the cache are
 computed before and reported separately, and the per-epoch test-loss report is off. Prints the
