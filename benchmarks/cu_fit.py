@@ -93,8 +93,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", choices=["linear", "network"], default="linear")
     p.add_argument("--out", default="/tmp/forcefit_cu_fit")
-    p.add_argument("--epochs", type=int, default=520,
-                   help="network epochs; the cosine schedule spans them (~0.5 s each, 1 thread)")
+    p.add_argument("--epochs", type=int, default=800,
+                   help="network epochs; the cosine schedule spans them (~0.32 s each, 1 thread)")
     p.add_argument("--max-time", type=float, default=280.0)
     p.add_argument("--md-steps", type=int, default=1000)
     args = p.parse_args()
