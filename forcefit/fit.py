@@ -368,6 +368,9 @@ def train_config(settings: FitSettings, checkpoint: str | None):
         schedule=t.schedule, schedule_params=dict(t.schedule_params),
         clip_grad_norm=t.gradient_clip, early_stopping_patience=t.patience,
         checkpoint_path=checkpoint, max_time=t.max_time,
+        # validation needs no parameter gradients: the cached path gives forces without a
+        # graph (a network's explicit chain rule; other models enable autograd themselves)
+        val_autograd=False,
     )
 
 

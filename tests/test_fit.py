@@ -249,6 +249,24 @@ def test_early_stopping_selects_on_validation_never_on_test(tmp_path, monkeypatc
     assert float(cols[1].split()[2]) == pytest.approx(h.test_loss[0], rel=1e-9)
 
 
+def test_validation_without_autograd_gives_the_same_losses(tmp_path, monkeypatch):
+    """Fits validate without a parameter graph (``val_autograd=False``): the same validation
+    losses and the same model as with autograd on, for every loss term."""
+    import dataclasses
+
+    import forcefit.fit as fit_module
+
+    structs = cu_structures(12)
+    a = fit_potential(structs, _nn_settings(tmp_path / "a", 3, validation_fraction=0.3))
+    config = fit_module.train_config
+    monkeypatch.setattr(fit_module, "train_config", lambda *args: dataclasses.replace(
+        config(*args), val_autograd=True))
+    b = fit_potential(structs, _nn_settings(tmp_path / "b", 3, validation_fraction=0.3))
+    assert len(a.split.validation) > 0 and all(v > 0 for v in a.history.val_loss)
+    assert a.history.val_loss == pytest.approx(b.history.val_loss, rel=1e-12)
+    assert a.history.train_loss == b.history.train_loss
+
+
 def test_without_selection_no_validation_and_test_reported(tmp_path):
     """No early stopping and no plateau schedule: no validation set, nothing selected (the
     last epoch's model is kept), the test loss still reported per epoch."""
