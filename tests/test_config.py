@@ -146,6 +146,8 @@ def test_layer_sizes_syntax():
 
 
 def test_fitsnap_ta_input_translates():
+    from forcefit.config import build_descriptor_set
+
     cfg, notes = translate_fitsnap_input(TA_INPUT, check_paths=False)
     t, m = cfg.training, cfg.model
     assert (t.learning_rate, t.num_epochs, t.batch_size) == (1.5e-3, 100, 4)
@@ -156,6 +158,11 @@ def test_fitsnap_ta_input_translates():
     assert m.reference_energies == {"Ta": 0.0}
     assert cfg.descriptors.cutoff == pytest.approx(4.67637)
     assert cfg.descriptors.species == ["Ta"]
+    d = cfg.descriptors  # the bispectrum's place: 12 shifted G2 + 18 G5 (zeta 1, 4, 16)
+    assert len(d.g2) == 12 and d.g2[0][1] == pytest.approx(0.32 * 4.67637)
+    assert d.g2[-1][1] == pytest.approx(4.67637) and not d.n_radial and not d.n_angular
+    assert len(d.g5) == 18 and sorted({r[1] for r in d.g5}) == [1.0, 4.0, 16.0]
+    assert build_descriptor_set(d, d.species).n_features == 30
     names = [g.name for g in cfg.groups]
     assert len(names) == 12 and names[0] == "Displaced_A15"
     elastic = cfg.groups[names.index("Elastic_BCC")]
