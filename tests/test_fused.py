@@ -115,18 +115,18 @@ def test_contraction_loops_equal_torch(monkeypatch):
     a = torch.randn(batch.values.shape, generator=rng, dtype=torch.float64)
     fbar = torch.randn(a.shape[0], 3, generator=rng, dtype=torch.float64)
     vbar = torch.randn(len(batch), 3, 3, generator=rng, dtype=torch.float64)
-    args = (batch.derivatives, g.i, g.j, batch.vectors, g.edge_batch)
-    loops = (F.contract_forward(a, *args, len(batch), True),
+    args = (batch.derivatives, g, batch.vectors)
+    loops = (F.contract_forward(a, *args, True),
              F.contract_adjoint(fbar, vbar, *args, a.shape[1]))
     # the dataset stores dD Cartesian-major; a plain (edges, F, 3) tensor gives the same
     assert batch.derivatives.transpose(1, 2).is_contiguous()
     plain_dd = (batch.derivatives.contiguous(),) + args[1:]
-    torch.testing.assert_close(F.contract_forward(a, *plain_dd, len(batch), True)[0],
+    torch.testing.assert_close(F.contract_forward(a, *plain_dd, True)[0],
                                loops[0][0], rtol=0, atol=0)
     torch.testing.assert_close(F.contract_adjoint(fbar, vbar, *plain_dd, a.shape[1]),
                                loops[1], rtol=0, atol=0)
     monkeypatch.setattr(_numba, "available", lambda: False)
-    plain = (F.contract_forward(a, *args, len(batch), True),
+    plain = (F.contract_forward(a, *args, True),
              F.contract_adjoint(fbar, vbar, *args, a.shape[1]))
     torch.testing.assert_close(loops[0][0], plain[0][0], rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(loops[0][1], plain[0][1], rtol=1e-12, atol=1e-14)

@@ -49,6 +49,8 @@ import torch
 from torch import nn
 
 from ..descriptors import _numba
+from .networks import AtomicNetwork
+from .potential import contract
 
 __all__ = ["attach_gradients", "fused_loss", "supports_fused"]
 
@@ -198,29 +200,25 @@ def _cartesian_major(dd: torch.Tensor) -> np.ndarray:
     return _np(dd.transpose(1, 2).contiguous())
 
 
-def contract_forward(a: torch.Tensor, dd: torch.Tensor, i: torch.Tensor, j: torch.Tensor,
-                     vectors: torch.Tensor, edge_batch: torch.Tensor, n_structures: int,
+def contract_forward(a: torch.Tensor, dd: torch.Tensor, graph, vectors: torch.Tensor,
                      virial: bool):
     """Forces (atoms, 3) and dE/deps (S, 3, 3) or None from dE/dD ``a`` (atoms, F) and the
-    per-edge derivatives ``dd`` (edges, F, 3), in ``a``'s dtype."""
-    forces = torch.zeros(a.shape[0], 3, dtype=a.dtype, device=a.device)
-    vir = torch.zeros(n_structures if virial else 1, 3, 3, dtype=a.dtype, device=a.device)
-    if _use_loops(a, dd, vectors):
-        _kernels()["forward"](_np(a.contiguous()), _cartesian_major(dd), _np(i), _np(j),
-                              _np(vectors.contiguous()), _np(edge_batch), _np(forces), _np(vir),
-                              bool(virial))
-        return forces, (vir if virial else None)
-    g = torch.bmm(a.index_select(0, i).unsqueeze(1), dd.to(a.dtype)).squeeze(1)  # (edges, 3)
-    forces.index_add_(0, i, g).index_add_(0, j, -g)
-    if virial:
-        vir.index_add_(0, edge_batch, vectors.to(a.dtype)[:, :, None] * g[:, None, :])
+    per-edge derivatives ``dd`` (edges, F, 3) of ``graph``'s edges, in ``a``'s dtype: the
+    compiled loop, or :func:`forcefit.models.potential.contract` off CPU / without numba."""
+    if not _use_loops(a, dd, vectors):
+        return contract(a, dd, graph, vectors, stress=virial)
+    forces = torch.zeros(a.shape[0], 3, dtype=a.dtype)
+    vir = torch.zeros(graph.n_structures if virial else 1, 3, 3, dtype=a.dtype)
+    _kernels()["forward"](_np(a.contiguous()), _cartesian_major(dd), _np(graph.i),
+                          _np(graph.j), _np(vectors.contiguous()), _np(graph.edge_batch),
+                          _np(forces), _np(vir), bool(virial))
     return forces, (vir if virial else None)
 
 
-def contract_adjoint(fbar: torch.Tensor, vbar: torch.Tensor | None, dd: torch.Tensor,
-                     i: torch.Tensor, j: torch.Tensor, vectors: torch.Tensor,
-                     edge_batch: torch.Tensor, n_features: int) -> torch.Tensor:
+def contract_adjoint(fbar: torch.Tensor, vbar: torch.Tensor | None, dd: torch.Tensor, graph,
+                     vectors: torch.Tensor, n_features: int) -> torch.Tensor:
     """d Loss / d a (atoms, F) from dLoss/dforces (atoms, 3) and dLoss/d(dE/deps) (S, 3, 3)."""
+    i, j, edge_batch = graph.i, graph.j, graph.edge_batch
     abar = torch.zeros(fbar.shape[0], n_features, dtype=fbar.dtype, device=fbar.device)
     if _use_loops(fbar, dd, vectors):
         v = vbar if vbar is not None else fbar.new_zeros(1, 3, 3)
@@ -261,8 +259,6 @@ def attach_gradients(loss: torch.Tensor, params: list[torch.Tensor],
 def supports_fused(model) -> bool:
     """True for a :class:`~forcefit.models.FittedPotential` whose atomic model is an
     :class:`~forcefit.models.AtomicNetwork` (the linear model is solved in closed form)."""
-    from .networks import AtomicNetwork
-
     return isinstance(getattr(model, "atomic", None), AtomicNetwork)
 
 
@@ -301,8 +297,7 @@ def _loss_and_gradients(model, batch, per_atom_energy, want_forces, want_stress)
     if want_forces or want_stress:
         dd, vectors = batch.derivatives, batch.vectors.to(dtype)
         de_dd = scale * _gather(passes, "u0", x, net.n_features) / std  # (atoms, F)
-        f_pred, de_deps = contract_forward(de_dd, dd, graph.i, graph.j, vectors,
-                                           graph.edge_batch, len(batch), want_stress)
+        f_pred, de_deps = contract_forward(de_dd, dd, graph, vectors, want_stress)
         fbar, vbar = torch.zeros_like(f_pred), None
         if want_forces:
             loss_f, fbar = _force_term(f_pred, batch, w)
@@ -310,8 +305,7 @@ def _loss_and_gradients(model, batch, per_atom_energy, want_forces, want_stress)
         if want_stress:
             loss_s, vbar = _stress_term(de_deps, batch, w)
             loss = loss + loss_s
-        dbar = contract_adjoint(fbar, vbar, dd, graph.i, graph.j, vectors, graph.edge_batch,
-                                net.n_features)
+        dbar = contract_adjoint(fbar, vbar, dd, graph, vectors, net.n_features)
     abar = None if dbar is None else scale * dbar / std  # dLoss/du_0
     params, grads = _parameter_gradients(net, passes, ebar, abar)
     return loss, params, grads
