@@ -60,6 +60,8 @@ import sys
 import tempfile
 import time
 
+from _timing import median_time
+
 
 def _fail(msg: str) -> None:
     print(f"miniff peer: {msg}", file=sys.stderr)
@@ -77,17 +79,6 @@ except Exception as err:  # noqa: BLE001  report any import failure as one line
 SYMBOLS = {1: "H", 6: "C", 8: "O", 29: "Cu"}
 FIELDS = ("positions", "cells", "counts", "numbers", "pbc", "species", "cutoff", "g2", "g4",
           "repeats", "gradients", "return_gradients")
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds (one warm-up call first)."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def load(path: str) -> dict:

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,23 +55,13 @@ import torch
 
 os.environ.setdefault("TORCHANI_NO_WARN_EXTENSIONS", "1")
 
+from _timing import median_time
 from ase.build import bulk, molecule
 
 from forcefit import Structure, build_graph
 from forcefit.descriptors import DescriptorSet, angular_grid, contract, radial_grid
 
 CUTOFF = 6.0
-
-
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds (one warm-up call first)."""
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
 
 
 def cu_atoms(n: int, seed: int = 0):

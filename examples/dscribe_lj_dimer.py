@@ -136,23 +136,18 @@ def _plot(r, e_true, e_pred, f_true, f_pred, train, path):
     from forcefit.plot import _pyplot, save_figure
 
     plt = _pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(r, e_true, color="k", label="LJ (truth)")
-    a1.plot(r, e_pred, "--", color="tab:orange", label="forcefit network")
-    a1.scatter(r[train], e_true[train], s=12, color="tab:blue", label="training points",
-               zorder=3)
-    a1.set_xlabel("separation (A)")
-    a1.set_ylabel("energy (eV)")
-    a1.set_ylim(-1.5, 3.0)
-    a1.legend()
-    a2.plot(r, f_true, color="k", label="LJ (truth)")
-    a2.plot(r, f_pred, "--", color="tab:orange", label="forcefit network")
-    a2.scatter(r[train], f_true[train], s=12, color="tab:blue", label="training points",
-               zorder=3)
-    a2.set_xlabel("separation (A)")
-    a2.set_ylabel("force on atom 2 along x (eV/A)")
-    a2.set_ylim(-5, 10)
-    a2.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    panels = ((e_true, e_pred, "energy (eV)", (-1.5, 3.0)),
+              (f_true, f_pred, "force on atom 2 along x (eV/A)", (-5, 10)))
+    for ax, (true, pred, label, ylim) in zip(axes, panels):
+        ax.plot(r, true, color="k", label="LJ (truth)")
+        ax.plot(r, pred, "--", color="tab:orange", label="forcefit network")
+        ax.scatter(r[train], true[train], s=12, color="tab:blue", label="training points",
+                   zorder=3)
+        ax.set_xlabel("separation (A)")
+        ax.set_ylabel(label)
+        ax.set_ylim(*ylim)
+        ax.legend()
     save_figure(fig, path)
 
 
