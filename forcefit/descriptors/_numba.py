@@ -260,6 +260,16 @@ def _angular_kernel(vec, r, fc, dfc, starts, counts, sp, pair_table, t4, t5, g4w
                     out_der[s0 + jl, col0 + w, 2] = dbuf[jl, 2, w]
 
 
+def _put_radial(out_val, out_der, i, e, q, g, dg, ux, uy, uz, derivatives):
+    """One radial term: value g into centre i's column q, and (with ``derivatives``) its
+    derivative dg/dr along the unit edge vector u into edge e's row."""
+    out_val[i, q] += g
+    if derivatives:
+        out_der[e, q, 0] = dg * ux
+        out_der[e, q, 1] = dg * uy
+        out_der[e, q, 2] = dg * uz
+
+
 def _radial_kernel(vec, r, fc, dfc, ci, sp, g1, g2, sig, n_rad, derivatives, out_val,
                    out_der):
     """Radial columns: out_val[i, s * n_rad + f] += g_f(r_e) over edges e = i->j (s the
@@ -280,32 +290,20 @@ def _radial_kernel(vec, r, fc, dfc, ci, sp, g1, g2, sig, n_rad, derivatives, out
         uz = vec[e, 2] / re
         q = col
         if g1:
-            out_val[i, q] += f
-            if derivatives:
-                out_der[e, q, 0] = df * ux
-                out_der[e, q, 1] = df * uy
-                out_der[e, q, 2] = df * uz
+            _put_radial(out_val, out_der, i, e, q, f, df, ux, uy, uz, derivatives)
             q += 1
         for n in range(g2.shape[0]):
             eta = g2[n, 0]
             x = re - g2[n, 1]
             gauss = math.exp(-eta * x * x)
-            out_val[i, q] += gauss * f
-            if derivatives:
-                d = gauss * (df - 2.0 * eta * x * f)
-                out_der[e, q, 0] = d * ux
-                out_der[e, q, 1] = d * uy
-                out_der[e, q, 2] = d * uz
+            _put_radial(out_val, out_der, i, e, q, gauss * f,
+                        gauss * (df - 2.0 * eta * x * f), ux, uy, uz, derivatives)
             q += 1
         for n in range(sig.shape[0]):
             dr = sig[n, 1]
             sg = 1.0 / (1.0 + math.exp((re - sig[n, 0]) / dr))
-            out_val[i, q] += sg * f
-            if derivatives:
-                d = sg * (df - (1.0 - sg) / dr * f)
-                out_der[e, q, 0] = d * ux
-                out_der[e, q, 1] = d * uy
-                out_der[e, q, 2] = d * uz
+            _put_radial(out_val, out_der, i, e, q, sg * f, sg * (df - (1.0 - sg) / dr * f),
+                        ux, uy, uz, derivatives)
             q += 1
 
 
@@ -331,7 +329,7 @@ def radial(g1: bool, g2, sig, vec: np.ndarray, r: np.ndarray, fc: np.ndarray,
 def _jit() -> None:
     """Replace the kernel functions by their numba-compiled versions (once)."""
     global _JITTED, _ipow, _cos_sinc, _cut_sq, _powers, _grid_add, _angular_kernel
-    global _radial_kernel
+    global _radial_kernel, _put_radial
     if _JITTED:
         return
     import numba
@@ -345,6 +343,7 @@ def _jit() -> None:
     _powers = numba.njit(inline="always", fastmath=fast, **opts)(_powers)
     _grid_add = numba.njit(inline="always", fastmath=fast, **opts)(_grid_add)
     _angular_kernel = numba.njit(nogil=True, fastmath=fast, **opts)(_angular_kernel)
+    _put_radial = numba.njit(inline="always", **opts)(_put_radial)
     _radial_kernel = numba.njit(nogil=True, **opts)(_radial_kernel)
     _JITTED = True
 
