@@ -194,7 +194,7 @@ def _use_loops(*tensors: torch.Tensor) -> bool:
     return _numba.available() and all(t.device.type == "cpu" for t in tensors)
 
 
-def _cartesian_major(dd: torch.Tensor) -> np.ndarray:
+def _numpy_cartesian_major(dd: torch.Tensor) -> np.ndarray:
     """(edges, 3, F) numpy view of (edges, F, 3) derivatives (a copy unless they are stored
     Cartesian-major, as :class:`forcefit.data.FeatureDataset` stores them)."""
     return _np(dd.transpose(1, 2).contiguous())
@@ -209,7 +209,7 @@ def contract_forward(a: torch.Tensor, dd: torch.Tensor, graph, vectors: torch.Te
         return contract(a, dd, graph, vectors, stress=virial)
     forces = torch.zeros(a.shape[0], 3, dtype=a.dtype)
     vir = torch.zeros(graph.n_structures if virial else 1, 3, 3, dtype=a.dtype)
-    _kernels()["forward"](_np(a.contiguous()), _cartesian_major(dd), _np(graph.i),
+    _kernels()["forward"](_np(a.contiguous()), _numpy_cartesian_major(dd), _np(graph.i),
                           _np(graph.j), _np(vectors.contiguous()), _np(graph.edge_batch),
                           _np(forces), _np(vir), bool(virial))
     return forces, (vir if virial else None)
@@ -222,7 +222,7 @@ def contract_adjoint(fbar: torch.Tensor, vbar: torch.Tensor | None, dd: torch.Te
     abar = torch.zeros(fbar.shape[0], n_features, dtype=fbar.dtype, device=fbar.device)
     if _use_loops(fbar, dd, vectors):
         v = vbar if vbar is not None else fbar.new_zeros(1, 3, 3)
-        _kernels()["adjoint"](_np(fbar.contiguous()), _np(v.contiguous()), _cartesian_major(dd),
+        _kernels()["adjoint"](_np(fbar.contiguous()), _np(v.contiguous()), _numpy_cartesian_major(dd),
                               _np(i), _np(j), _np(vectors.contiguous()), _np(edge_batch),
                               _np(abar), vbar is not None)
         return abar
