@@ -222,9 +222,10 @@ def contract_adjoint(fbar: torch.Tensor, vbar: torch.Tensor | None, dd: torch.Te
     abar = torch.zeros(fbar.shape[0], n_features, dtype=fbar.dtype, device=fbar.device)
     if _use_loops(fbar, dd, vectors):
         v = vbar if vbar is not None else fbar.new_zeros(1, 3, 3)
-        _kernels()["adjoint"](_np(fbar.contiguous()), _np(v.contiguous()), _numpy_cartesian_major(dd),
-                              _np(i), _np(j), _np(vectors.contiguous()), _np(edge_batch),
-                              _np(abar), vbar is not None)
+        _kernels()["adjoint"](_np(fbar.contiguous()), _np(v.contiguous()),
+                              _numpy_cartesian_major(dd), _np(i), _np(j),
+                              _np(vectors.contiguous()), _np(edge_batch), _np(abar),
+                              vbar is not None)
         return abar
     gbar = fbar.index_select(0, i) - fbar.index_select(0, j)  # (edges, 3)
     if vbar is not None:
